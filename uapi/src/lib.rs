@@ -1,0 +1,28 @@
+//! The Linux VFIO PCI dma-buf export UAPI, `VFIO_DEVICE_FEATURE_DMA_BUF`, as
+//! Rust types whose bytes are exactly the kernel's.
+//!
+//! - [`layout`]: the structs of `include/uapi/linux/vfio.h` as zerocopy types,
+//!   layout pinned by `static_assertions` and by a test against the real header.
+//! - [`request`]: a decoded request as the kernel meets it (no_std, no alloc).
+//! - `builder` (feature `std`): a safe encoder for whole ioctl arguments,
+//!   hostile ones included.
+//! - `ioctl` (feature `std`): the ioctl boundary via nix, the crate's only
+//!   `unsafe` code.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod layout;
+pub mod request;
+
+#[cfg(feature = "std")]
+pub mod builder;
+#[cfg(feature = "std")]
+#[allow(unsafe_code)]
+pub mod ioctl;
+
+pub use layout::*;
+pub use request::{DecodeError, RangeList, Request};
+
+#[cfg(feature = "std")]
+pub use builder::{EncodeError, RequestBuilder};
