@@ -8,8 +8,8 @@
 use zerocopy::IntoBytes;
 
 use crate::layout::{
-    DeviceFeatureDmaBuf, DmaBufHeader, DmaRange, FeatureHeader, FEATURE_HEADER_SIZE,
-    VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET,
+    DeviceFeatureDmaBuf, DmaBufHeader, DmaRange, FeatureHeader, FEATURE_HEADER_SIZE, VFIO_DEVICE_FEATURE_DMA_BUF,
+    VFIO_DEVICE_FEATURE_GET,
 };
 
 /// Why a request could not be encoded. Nothing is ever truncated silently.
@@ -34,10 +34,7 @@ impl core::fmt::Display for EncodeError {
                 write!(f, "{ranges} ranges make an argument larger than argsz (u32) can describe; set argsz explicitly")
             }
             EncodeError::NrRangesOverflow { ranges } => {
-                write!(
-                    f,
-                    "{ranges} ranges do not fit in nr_ranges (u32); set nr_ranges explicitly"
-                )
+                write!(f, "{ranges} ranges do not fit in nr_ranges (u32); set nr_ranges explicitly")
             }
         }
     }
@@ -140,16 +137,7 @@ impl RequestBuilder {
                 .and_then(|s| u32::try_from(s).ok())
                 .ok_or(EncodeError::ArgszOverflow { ranges: n })?,
         };
-        Ok((
-            FeatureHeader {
-                argsz,
-                flags: self.feature_flags,
-            },
-            DmaBufHeader {
-                nr_ranges,
-                ..self.header
-            },
-        ))
+        Ok((FeatureHeader { argsz, flags: self.feature_flags }, DmaBufHeader { nr_ranges, ..self.header }))
     }
 
     /// The exact bytes of the ioctl argument: feature header, dma-buf header,
@@ -157,8 +145,7 @@ impl RequestBuilder {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let (feature, header) = self.headers()?;
         let mut out = Vec::with_capacity(
-            FEATURE_HEADER_SIZE
-                + DeviceFeatureDmaBuf::size_for_ranges(self.ranges.len()).unwrap_or(0),
+            FEATURE_HEADER_SIZE + DeviceFeatureDmaBuf::size_for_ranges(self.ranges.len()).unwrap_or(0),
         );
         out.extend_from_slice(feature.as_bytes());
         out.extend_from_slice(header.as_bytes());
@@ -174,10 +161,7 @@ mod tests {
 
     #[test]
     fn defaults_cover_every_range() {
-        let b = RequestBuilder::new()
-            .region_index(2)
-            .range(0, 0x1000)
-            .range(0x4000, 0x2000);
+        let b = RequestBuilder::new().region_index(2).range(0, 0x1000).range(0x4000, 0x2000);
         let bytes = b.encode().unwrap();
         assert_eq!(bytes.len(), 8 + 16 + 32);
         let r = Request::decode(&bytes).unwrap();
@@ -189,13 +173,7 @@ mod tests {
 
     #[test]
     fn overrides_express_hostile_inputs() {
-        let bytes = RequestBuilder::new()
-            .argsz(0xffff_ffff)
-            .nr_ranges(u32::MAX)
-            .flags(1)
-            .range(1, 1)
-            .encode()
-            .unwrap();
+        let bytes = RequestBuilder::new().argsz(0xffff_ffff).nr_ranges(u32::MAX).flags(1).range(1, 1).encode().unwrap();
         let r = Request::decode(&bytes).unwrap();
         assert_eq!(r.feature.argsz, u32::MAX);
         assert_eq!(r.dma_buf.nr_ranges, u32::MAX);
@@ -205,12 +183,7 @@ mod tests {
 
     #[test]
     fn encoding_is_native_endian_c_order() {
-        let bytes = RequestBuilder::new()
-            .region_index(2)
-            .open_flags(0x80002)
-            .range(0x1000, 0x2000)
-            .encode()
-            .unwrap();
+        let bytes = RequestBuilder::new().region_index(2).open_flags(0x80002).range(0x1000, 0x2000).encode().unwrap();
         let mut want = vec![];
         for w in [40u32, 0x1000b, 2, 0x80002, 0, 1] {
             want.extend_from_slice(&w.to_ne_bytes());

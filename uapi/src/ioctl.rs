@@ -21,8 +21,8 @@ use raw::*;
 use zerocopy::FromBytes;
 
 use crate::layout::{
-    DeviceInfo, FeatureHeader, GroupStatus, RegionInfo, FEATURE_HEADER_SIZE, VFIO_BASE,
-    VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_MASK, VFIO_DEVICE_FEATURE_PROBE, VFIO_TYPE,
+    DeviceInfo, FeatureHeader, GroupStatus, RegionInfo, FEATURE_HEADER_SIZE, VFIO_BASE, VFIO_DEVICE_FEATURE_DMA_BUF,
+    VFIO_DEVICE_FEATURE_MASK, VFIO_DEVICE_FEATURE_PROBE, VFIO_TYPE,
 };
 
 /// The numeric request codes, `_IO(VFIO_TYPE, VFIO_BASE + n)`: VFIO encodes
@@ -44,8 +44,7 @@ pub mod codes {
     /// `VFIO_DEVICE_GET_INFO`.
     pub const VFIO_DEVICE_GET_INFO: u32 = request_code_none!(VFIO_TYPE, VFIO_BASE + 7) as u32;
     /// `VFIO_DEVICE_GET_REGION_INFO`.
-    pub const VFIO_DEVICE_GET_REGION_INFO: u32 =
-        request_code_none!(VFIO_TYPE, VFIO_BASE + 8) as u32;
+    pub const VFIO_DEVICE_GET_REGION_INFO: u32 = request_code_none!(VFIO_TYPE, VFIO_BASE + 8) as u32;
     /// `VFIO_DEVICE_RESET`.
     pub const VFIO_DEVICE_RESET: u32 = request_code_none!(VFIO_TYPE, VFIO_BASE + 11) as u32;
     /// `VFIO_DEVICE_FEATURE`.
@@ -62,31 +61,11 @@ mod raw {
     ioctl_none_bad!(vfio_get_api_version, codes::VFIO_GET_API_VERSION);
     ioctl_write_int_bad!(vfio_check_extension, codes::VFIO_CHECK_EXTENSION);
     ioctl_write_int_bad!(vfio_set_iommu, codes::VFIO_SET_IOMMU);
-    ioctl_readwrite_bad!(
-        vfio_group_get_status,
-        codes::VFIO_GROUP_GET_STATUS,
-        GroupStatus
-    );
-    ioctl_write_ptr_bad!(
-        vfio_group_set_container,
-        codes::VFIO_GROUP_SET_CONTAINER,
-        std::ffi::c_int
-    );
-    ioctl_write_ptr_bad!(
-        vfio_group_get_device_fd,
-        codes::VFIO_GROUP_GET_DEVICE_FD,
-        std::ffi::c_char
-    );
-    ioctl_readwrite_bad!(
-        vfio_device_get_info,
-        codes::VFIO_DEVICE_GET_INFO,
-        DeviceInfo
-    );
-    ioctl_readwrite_bad!(
-        vfio_device_get_region_info,
-        codes::VFIO_DEVICE_GET_REGION_INFO,
-        RegionInfo
-    );
+    ioctl_readwrite_bad!(vfio_group_get_status, codes::VFIO_GROUP_GET_STATUS, GroupStatus);
+    ioctl_write_ptr_bad!(vfio_group_set_container, codes::VFIO_GROUP_SET_CONTAINER, std::ffi::c_int);
+    ioctl_write_ptr_bad!(vfio_group_get_device_fd, codes::VFIO_GROUP_GET_DEVICE_FD, std::ffi::c_char);
+    ioctl_readwrite_bad!(vfio_device_get_info, codes::VFIO_DEVICE_GET_INFO, DeviceInfo);
+    ioctl_readwrite_bad!(vfio_device_get_region_info, codes::VFIO_DEVICE_GET_REGION_INFO, RegionInfo);
     ioctl_none_bad!(vfio_device_reset, codes::VFIO_DEVICE_RESET);
     ioctl_readwrite_bad!(vfio_device_feature, codes::VFIO_DEVICE_FEATURE, u8);
 }
@@ -121,10 +100,7 @@ impl std::fmt::Display for IoctlError {
         match self {
             IoctlError::Kernel(e) => write!(f, "kernel answered {e}"),
             IoctlError::ArgTooShort { needed, len } => {
-                write!(
-                    f,
-                    "argument of {len} bytes, but the ioctl may touch {needed}: not sent"
-                )
+                write!(f, "argument of {len} bytes, but the ioctl may touch {needed}: not sent")
             }
         }
     }
@@ -141,24 +117,17 @@ impl std::error::Error for IoctlError {}
 /// beyond the caller's mapping is the EFAULT the caller asked for.
 pub fn device_feature(dev: BorrowedFd<'_>, arg: &mut [u8]) -> Result<FeatureReply, IoctlError> {
     let Ok((header, _)) = FeatureHeader::read_from_prefix(arg) else {
-        return Err(IoctlError::ArgTooShort {
-            needed: FEATURE_HEADER_SIZE,
-            len: arg.len(),
-        });
+        return Err(IoctlError::ArgTooShort { needed: FEATURE_HEADER_SIZE, len: arg.len() });
     };
     let feature = header.flags & VFIO_DEVICE_FEATURE_MASK;
     if feature != VFIO_DEVICE_FEATURE_DMA_BUF && (header.argsz as usize) > arg.len() {
-        return Err(IoctlError::ArgTooShort {
-            needed: header.argsz as usize,
-            len: arg.len(),
-        });
+        return Err(IoctlError::ArgTooShort { needed: header.argsz as usize, len: arg.len() });
     }
     // SAFETY: `dev` is a live fd for the duration of the call and `arg` is a
     // valid, exclusively borrowed buffer of at least 8 bytes. For DMA_BUF the
     // kernel only reads through the pointer; for any other feature we checked
     // above that the buffer covers argsz, the most the kernel may write.
-    let ret = unsafe { vfio_device_feature(dev.as_raw_fd(), arg.as_mut_ptr()) }
-        .map_err(IoctlError::Kernel)?;
+    let ret = unsafe { vfio_device_feature(dev.as_raw_fd(), arg.as_mut_ptr()) }.map_err(IoctlError::Kernel)?;
     if header.flags & VFIO_DEVICE_FEATURE_PROBE != 0 || feature != VFIO_DEVICE_FEATURE_DMA_BUF {
         return Ok(FeatureReply::Done);
     }
@@ -176,10 +145,7 @@ pub struct Container {
 impl Container {
     /// Opens `/dev/vfio/vfio`.
     pub fn open() -> std::io::Result<Self> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/vfio/vfio")?;
+        let f = OpenOptions::new().read(true).write(true).open("/dev/vfio/vfio")?;
         Ok(Self { fd: f.into() })
     }
 
@@ -217,19 +183,13 @@ pub struct Group {
 impl Group {
     /// Opens `/dev/vfio/<group>`.
     pub fn open(group: u32) -> std::io::Result<Self> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/dev/vfio/{group}"))?;
+        let f = OpenOptions::new().read(true).write(true).open(format!("/dev/vfio/{group}"))?;
         Ok(Self { fd: f.into() })
     }
 
     /// `VFIO_GROUP_GET_STATUS`.
     pub fn status(&self) -> Result<GroupStatus, Errno> {
-        let mut s = GroupStatus {
-            argsz: std::mem::size_of::<GroupStatus>() as u32,
-            flags: 0,
-        };
+        let mut s = GroupStatus { argsz: std::mem::size_of::<GroupStatus>() as u32, flags: 0 };
         // SAFETY: `s` is a valid, exclusively borrowed vfio_group_status whose
         // argsz says exactly its size, so the kernel writes within it.
         unsafe { vfio_group_get_status(self.fd.as_raw_fd(), &mut s) }?;
@@ -250,9 +210,7 @@ impl Group {
         // SAFETY: the kernel reads a NUL-terminated string from a live CString.
         let fd = unsafe { vfio_group_get_device_fd(self.fd.as_raw_fd(), name.as_ptr()) }?;
         // SAFETY: on success the ioctl returns a new fd that nothing else owns.
-        Ok(Device {
-            file: unsafe { File::from_raw_fd(fd) },
-        })
+        Ok(Device { file: unsafe { File::from_raw_fd(fd) } })
     }
 }
 
@@ -266,10 +224,7 @@ pub struct Device {
 impl Device {
     /// `VFIO_DEVICE_GET_INFO`.
     pub fn info(&self) -> Result<DeviceInfo, Errno> {
-        let mut i = DeviceInfo {
-            argsz: std::mem::size_of::<DeviceInfo>() as u32,
-            ..Default::default()
-        };
+        let mut i = DeviceInfo { argsz: std::mem::size_of::<DeviceInfo>() as u32, ..Default::default() };
         // SAFETY: `i` is a valid vfio_device_info whose argsz is its size.
         unsafe { vfio_device_get_info(self.file.as_raw_fd(), &mut i) }?;
         Ok(i)
@@ -277,11 +232,7 @@ impl Device {
 
     /// `VFIO_DEVICE_GET_REGION_INFO(index)`.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo, Errno> {
-        let mut r = RegionInfo {
-            argsz: std::mem::size_of::<RegionInfo>() as u32,
-            index,
-            ..Default::default()
-        };
+        let mut r = RegionInfo { argsz: std::mem::size_of::<RegionInfo>() as u32, index, ..Default::default() };
         // SAFETY: `r` is a valid vfio_region_info whose argsz is its size; the
         // kernel writes capabilities only past argsz when argsz allows them.
         unsafe { vfio_device_get_region_info(self.file.as_raw_fd(), &mut r) }?;
@@ -328,9 +279,7 @@ impl GuardedArg {
     /// are zero, bytes of `bytes` beyond the readable window are dropped.
     pub fn new(bytes: &[u8], readable: usize) -> Result<Self, Errno> {
         let page = page_size();
-        let len = FEATURE_HEADER_SIZE
-            .checked_add(readable)
-            .ok_or(Errno::EOVERFLOW)?;
+        let len = FEATURE_HEADER_SIZE.checked_add(readable).ok_or(Errno::EOVERFLOW)?;
         let data_pages = len.div_ceil(page).max(1);
         let map_len = (data_pages + 1).checked_mul(page).ok_or(Errno::EOVERFLOW)?;
         let nz = NonZeroUsize::new(map_len).ok_or(Errno::EINVAL)?;
@@ -345,15 +294,9 @@ impl GuardedArg {
             )
         }?;
         let guard = data_pages * page;
-        let this = Self {
-            map,
-            map_len,
-            start: guard - len,
-            len,
-        };
+        let this = Self { map, map_len, start: guard - len, len };
         // SAFETY: the guard page lies inside the mapping just created.
-        let guard_ptr =
-            unsafe { NonNull::new_unchecked(map.as_ptr().cast::<u8>().add(guard).cast()) };
+        let guard_ptr = unsafe { NonNull::new_unchecked(map.as_ptr().cast::<u8>().add(guard).cast()) };
         // SAFETY: changes protection of one page we own inside our mapping.
         unsafe { nix::sys::mman::mprotect(guard_ptr, page, ProtFlags::PROT_NONE) }?;
         let mut this = this;
@@ -367,9 +310,7 @@ impl GuardedArg {
         // SAFETY: `start..start + len` lies in the readable, writable part of
         // our mapping, which lives as long as `self` and is only reached
         // through `self`.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.map.as_ptr().cast::<u8>().add(self.start), self.len)
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().cast::<u8>().add(self.start), self.len) }
     }
 }
 
@@ -382,10 +323,7 @@ impl Drop for GuardedArg {
 }
 
 fn page_size() -> usize {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4096, |v| v as usize)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |v| v as usize)
 }
 
 #[cfg(test)]
@@ -429,13 +367,7 @@ mod tests {
         let mut arg = [0u8; 16];
         arg[..4].copy_from_slice(&64u32.to_ne_bytes());
         arg[4..8].copy_from_slice(&(3u32 | 1 << 16).to_ne_bytes());
-        assert_eq!(
-            device_feature(f.as_fd(), &mut arg).unwrap_err(),
-            IoctlError::ArgTooShort {
-                needed: 64,
-                len: 16
-            }
-        );
+        assert_eq!(device_feature(f.as_fd(), &mut arg).unwrap_err(), IoctlError::ArgTooShort { needed: 64, len: 16 });
     }
 
     #[test]
@@ -444,21 +376,10 @@ mod tests {
         let mut g = GuardedArg::new(&bytes, 16 + 8).unwrap();
         let s = g.as_mut_slice();
         assert_eq!(s.len(), 8 + 16 + 8);
-        assert_eq!(
-            &s[..],
-            &bytes[..32],
-            "the half range beyond the window is dropped"
-        );
+        assert_eq!(&s[..], &bytes[..32], "the half range beyond the window is dropped");
         let end = s.as_ptr() as usize + s.len();
-        assert_eq!(
-            end % page_size(),
-            0,
-            "the next byte starts the PROT_NONE page"
-        );
+        assert_eq!(end % page_size(), 0, "the next byte starts the PROT_NONE page");
         let mut g = GuardedArg::new(&bytes[..8], 40).unwrap();
-        assert!(
-            g.as_mut_slice()[8..].iter().all(|&b| b == 0),
-            "readable but unwritten bytes are zero"
-        );
+        assert!(g.as_mut_slice()[8..].iter().all(|&b| b == 0), "readable but unwritten bytes are zero");
     }
 }

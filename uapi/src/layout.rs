@@ -27,10 +27,8 @@ pub const VFIO_DEVICE_FEATURE_SET: u32 = 1 << 17;
 /// `VFIO_DEVICE_FEATURE_PROBE`.
 pub const VFIO_DEVICE_FEATURE_PROBE: u32 = 1 << 18;
 /// Every flag bit `vfio_ioctl_device_feature()` knows; any other bit is EINVAL.
-pub const VFIO_DEVICE_FEATURE_KNOWN_FLAGS: u32 = VFIO_DEVICE_FEATURE_MASK
-    | VFIO_DEVICE_FEATURE_GET
-    | VFIO_DEVICE_FEATURE_SET
-    | VFIO_DEVICE_FEATURE_PROBE;
+pub const VFIO_DEVICE_FEATURE_KNOWN_FLAGS: u32 =
+    VFIO_DEVICE_FEATURE_MASK | VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PROBE;
 /// `VFIO_DEVICE_FEATURE_DMA_BUF`: feature 11, export a BAR (or parts of it)
 /// as a dma-buf. Merged in Linux 6.19.
 pub const VFIO_DEVICE_FEATURE_DMA_BUF: u32 = 11;
@@ -45,9 +43,7 @@ pub const PCI_STD_NUM_BARS: usize = 6;
 ///
 /// `argsz` counts the whole argument including this header; the kernel hands
 /// the feature handler `argsz - 8` as the size of `data`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct FeatureHeader {
     /// `vfio_device_feature.argsz`.
@@ -74,9 +70,7 @@ pub struct DeviceFeature {
 
 /// `struct vfio_region_dma_range { __u64 offset; __u64 length; }`: one
 /// range of the region, relative to the start of the BAR.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct DmaRange {
     /// `vfio_region_dma_range.offset`: bytes from the start of the BAR.
@@ -95,9 +89,7 @@ impl DmaRange {
 /// The fixed part of `struct vfio_device_feature_dma_buf`, which the kernel
 /// copies first (`copy_from_user(&get_dma_buf, arg, sizeof(get_dma_buf))` in
 /// `vfio_pci_core_feature_dma_buf()`), before it looks at the ranges.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct DmaBufHeader {
     /// `vfio_device_feature_dma_buf.region_index`: the BAR, 0..=5.
@@ -152,9 +144,7 @@ impl DeviceFeatureDmaBuf {
 /// proposed: `{ __u32 region_index; __u32 open_flags; __u64 offset; __u64
 /// length; }`. It never reached a kernel header; nr-ranges keeps it to show
 /// that `nr_ranges == 1` is equivalent to it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct DeviceFeatureDmaBufSingle {
     /// `region_index`.
@@ -171,12 +161,7 @@ impl DeviceFeatureDmaBufSingle {
     /// The multi-range header and the one range that say the same thing.
     pub fn to_multi(self) -> (DmaBufHeader, DmaRange) {
         (
-            DmaBufHeader {
-                region_index: self.region_index,
-                open_flags: self.open_flags,
-                flags: 0,
-                nr_ranges: 1,
-            },
+            DmaBufHeader { region_index: self.region_index, open_flags: self.open_flags, flags: 0, nr_ranges: 1 },
             DmaRange::new(self.offset, self.length),
         )
     }
@@ -197,9 +182,7 @@ pub const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
 
 /// `struct vfio_group_status { __u32 argsz; __u32 flags; }`, filled by
 /// `VFIO_GROUP_GET_STATUS`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct GroupStatus {
     /// `argsz`.
@@ -209,9 +192,7 @@ pub struct GroupStatus {
 }
 
 /// `struct vfio_device_info`, filled by `VFIO_DEVICE_GET_INFO`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct DeviceInfo {
     /// `argsz`.
@@ -229,9 +210,7 @@ pub struct DeviceInfo {
 }
 
 /// `struct vfio_region_info`, filled by `VFIO_DEVICE_GET_REGION_INFO`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct RegionInfo {
     /// `argsz`.
@@ -309,14 +288,8 @@ mod tests {
         // sizeof(struct vfio_device_feature_dma_buf) is 16 in C; each range adds 16.
         assert_eq!(DeviceFeatureDmaBuf::size_for_ranges(0), Some(16));
         assert_eq!(DeviceFeatureDmaBuf::size_for_ranges(1), Some(32));
-        assert_eq!(
-            DeviceFeatureDmaBuf::size_for_ranges(262_144),
-            Some(16 + 4 * 1024 * 1024)
-        );
-        assert_eq!(
-            <DeviceFeature as KnownLayout>::size_for_metadata(0),
-            Some(8)
-        );
+        assert_eq!(DeviceFeatureDmaBuf::size_for_ranges(262_144), Some(16 + 4 * 1024 * 1024));
+        assert_eq!(<DeviceFeature as KnownLayout>::size_for_metadata(0), Some(8));
         assert_eq!(DeviceFeatureDmaBuf::size_for_ranges(usize::MAX / 8), None);
     }
 
@@ -325,21 +298,12 @@ mod tests {
         let words = [0u64; 6];
         let v = DeviceFeatureDmaBuf::ref_from_bytes(words.as_bytes()).unwrap();
         assert_eq!(v.dma_ranges.len(), 2);
-        assert_eq!(
-            v.dma_ranges.as_ptr() as usize - v as *const _ as *const u8 as usize,
-            16
-        );
+        assert_eq!(v.dma_ranges.as_ptr() as usize - v as *const _ as *const u8 as usize, 16);
         assert_eq!(core::mem::align_of_val(v), 8);
         let f = DeviceFeature::ref_from_bytes(&words.as_bytes()[..12]).unwrap();
-        assert_eq!(
-            f.data.as_ptr() as usize - f as *const _ as *const u8 as usize,
-            8
-        );
+        assert_eq!(f.data.as_ptr() as usize - f as *const _ as *const u8 as usize, 8);
         assert_eq!(core::mem::align_of_val(f), 4);
-        assert!(
-            DeviceFeatureDmaBuf::ref_from_bytes(&words.as_bytes()[..20]).is_err(),
-            "no partial range"
-        );
+        assert!(DeviceFeatureDmaBuf::ref_from_bytes(&words.as_bytes()[..20]).is_err(), "no partial range");
     }
 
     #[test]
@@ -351,36 +315,15 @@ mod tests {
             0x2000,
         ];
         let v = DeviceFeatureDmaBuf::ref_from_bytes(words.as_bytes()).unwrap();
-        assert_eq!(
-            v.header(),
-            DmaBufHeader {
-                region_index: 2,
-                open_flags: 0x42,
-                flags: 0,
-                nr_ranges: 1
-            }
-        );
+        assert_eq!(v.header(), DmaBufHeader { region_index: 2, open_flags: 0x42, flags: 0, nr_ranges: 1 });
         assert_eq!(v.dma_ranges, [DmaRange::new(0x1000, 0x2000)]);
     }
 
     #[test]
     fn single_range_maps_to_one_multi_range() {
-        let s = DeviceFeatureDmaBufSingle {
-            region_index: 4,
-            open_flags: 2,
-            offset: 0x3000,
-            length: 0x1000,
-        };
+        let s = DeviceFeatureDmaBufSingle { region_index: 4, open_flags: 2, offset: 0x3000, length: 0x1000 };
         let (h, r) = s.to_multi();
-        assert_eq!(
-            h,
-            DmaBufHeader {
-                region_index: 4,
-                open_flags: 2,
-                flags: 0,
-                nr_ranges: 1
-            }
-        );
+        assert_eq!(h, DmaBufHeader { region_index: 4, open_flags: 2, flags: 0, nr_ranges: 1 });
         assert_eq!(r, DmaRange::new(0x3000, 0x1000));
     }
 }

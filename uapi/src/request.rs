@@ -8,9 +8,7 @@
 
 use zerocopy::FromBytes;
 
-use crate::layout::{
-    DmaBufHeader, DmaRange, FeatureHeader, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE, FEATURE_HEADER_SIZE,
-};
+use crate::layout::{DmaBufHeader, DmaRange, FeatureHeader, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE, FEATURE_HEADER_SIZE};
 
 /// The ranges written in user memory after the dma-buf header: a borrowed run
 /// of `struct vfio_region_dma_range`, possibly unaligned.
@@ -29,16 +27,12 @@ impl<'a> RangeList<'a> {
     /// dropped.
     pub fn from_bytes(bytes: &'a [u8]) -> Self {
         let whole = bytes.len() - bytes.len() % DMA_RANGE_SIZE;
-        Self {
-            bytes: &bytes[..whole],
-        }
+        Self { bytes: &bytes[..whole] }
     }
 
     /// A list that borrows typed ranges.
     pub fn from_ranges(ranges: &'a [DmaRange]) -> Self {
-        Self {
-            bytes: zerocopy::IntoBytes::as_bytes(ranges),
-        }
+        Self { bytes: zerocopy::IntoBytes::as_bytes(ranges) }
     }
 
     /// How many ranges the list holds.
@@ -62,17 +56,13 @@ impl<'a> RangeList<'a> {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = DmaRange> + 'a {
         // `chunks_exact` yields exactly 16-byte chunks, so the read cannot fail;
         // `unwrap_or_default` keeps the path panic-free all the same.
-        self.bytes
-            .chunks_exact(DMA_RANGE_SIZE)
-            .map(|c| DmaRange::read_from_bytes(c).unwrap_or_default())
+        self.bytes.chunks_exact(DMA_RANGE_SIZE).map(|c| DmaRange::read_from_bytes(c).unwrap_or_default())
     }
 
     /// The first `n` ranges (all of them if fewer are written).
     pub fn prefix(&self, n: usize) -> RangeList<'a> {
         let end = n.saturating_mul(DMA_RANGE_SIZE).min(self.bytes.len());
-        RangeList {
-            bytes: &self.bytes[..end],
-        }
+        RangeList { bytes: &self.bytes[..end] }
     }
 
     /// The raw bytes of the list.
@@ -121,10 +111,7 @@ impl core::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             DecodeError::NoFeatureHeader { len } => {
-                write!(
-                    f,
-                    "{len} bytes cannot hold the 8-byte vfio_device_feature header"
-                )
+                write!(f, "{len} bytes cannot hold the 8-byte vfio_device_feature header")
             }
         }
     }
@@ -136,30 +123,20 @@ impl<'a> Request<'a> {
     /// header is taken as written ranges (a trailing partial range is
     /// readable but not a whole range).
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let (feature, data) = FeatureHeader::read_from_prefix(bytes)
-            .map_err(|_| DecodeError::NoFeatureHeader { len: bytes.len() })?;
+        let (feature, data) =
+            FeatureHeader::read_from_prefix(bytes).map_err(|_| DecodeError::NoFeatureHeader { len: bytes.len() })?;
         let (dma_buf, ranges) = match DmaBufHeader::read_from_prefix(data) {
             Ok((h, rest)) => (h, RangeList::from_bytes(rest)),
             Err(_) => (DmaBufHeader::default(), RangeList::default()),
         };
-        Ok(Self {
-            feature,
-            dma_buf,
-            ranges,
-            readable: data.len() as u64,
-        })
+        Ok(Self { feature, dma_buf, ranges, readable: data.len() as u64 })
     }
 
     /// A request whose header and written ranges are all readable and
     /// nothing beyond them.
     pub fn new(feature: FeatureHeader, dma_buf: DmaBufHeader, ranges: RangeList<'a>) -> Self {
         let readable = (DMA_BUF_HEADER_SIZE + ranges.as_bytes().len()) as u64;
-        Self {
-            feature,
-            dma_buf,
-            ranges,
-            readable,
-        }
+        Self { feature, dma_buf, ranges, readable }
     }
 
     /// The range the kernel reads at index `i`: the written one, or zero
@@ -185,10 +162,7 @@ mod tests {
     #[test]
     fn decode_short_input_is_a_typed_error() {
         for n in 0..8 {
-            assert_eq!(
-                Request::decode(&[0u8; 8][..n]),
-                Err(DecodeError::NoFeatureHeader { len: n })
-            );
+            assert_eq!(Request::decode(&[0u8; 8][..n]), Err(DecodeError::NoFeatureHeader { len: n }));
         }
     }
 
@@ -204,22 +178,8 @@ mod tests {
             b.extend_from_slice(&w.to_ne_bytes());
         }
         let r = Request::decode(&b).unwrap();
-        assert_eq!(
-            r.feature,
-            FeatureHeader {
-                argsz: 56,
-                flags: 1 << 16 | 11
-            }
-        );
-        assert_eq!(
-            r.dma_buf,
-            DmaBufHeader {
-                region_index: 2,
-                open_flags: 0x80002,
-                flags: 0,
-                nr_ranges: 2
-            }
-        );
+        assert_eq!(r.feature, FeatureHeader { argsz: 56, flags: 1 << 16 | 11 });
+        assert_eq!(r.dma_buf, DmaBufHeader { region_index: 2, open_flags: 0x80002, flags: 0, nr_ranges: 2 });
         assert_eq!(r.ranges.len(), 1, "the second range is cut short");
         assert_eq!(r.range(0), DmaRange::new(0x1000, 0x2000));
         assert_eq!(r.range(1), DmaRange::default());
@@ -233,10 +193,7 @@ mod tests {
         b.extend_from_slice(&7u64.to_ne_bytes());
         b.extend_from_slice(&9u64.to_ne_bytes());
         let r = Request::decode(&b[1..]).unwrap();
-        assert_eq!(
-            r.ranges.iter().collect::<Vec<_>>(),
-            vec![DmaRange::new(7, 9)]
-        );
+        assert_eq!(r.ranges.iter().collect::<Vec<_>>(), vec![DmaRange::new(7, 9)]);
     }
 
     #[test]

@@ -76,28 +76,16 @@ pub struct Bar {
 
 impl Bar {
     /// A BAR the device does not implement.
-    pub const ABSENT: Bar = Bar {
-        kind: BarKind::Absent,
-        start: 0,
-        len: 0,
-    };
+    pub const ABSENT: Bar = Bar { kind: BarKind::Absent, start: 0, len: 0 };
 
     /// A memory BAR.
     pub const fn mmio(start: u64, len: u64) -> Self {
-        Bar {
-            kind: BarKind::Mmio,
-            start,
-            len,
-        }
+        Bar { kind: BarKind::Mmio, start, len }
     }
 
     /// An I/O-port BAR.
     pub const fn io(start: u64, len: u64) -> Self {
-        Bar {
-            kind: BarKind::Io,
-            start,
-            len,
-        }
+        Bar { kind: BarKind::Io, start, len }
     }
 
     /// Whether the kernel sees no BAR here: declared absent, or of length 0.
@@ -127,11 +115,7 @@ impl Default for Device {
 impl Device {
     /// A device with no BARs, for a kernel with `page_size` pages.
     pub const fn new(page_size: PageSize) -> Self {
-        Self {
-            page_size,
-            kmalloc_max: page_size.default_kmalloc_max(),
-            bars: [Bar::ABSENT; PCI_STD_NUM_BARS],
-        }
+        Self { page_size, kmalloc_max: page_size.default_kmalloc_max(), bars: [Bar::ABSENT; PCI_STD_NUM_BARS] }
     }
 
     /// The same device with BAR `index` set; an index of 6 or more is
@@ -146,8 +130,6 @@ impl Device {
     /// The ivshmem-plain device of the kernel spike: BAR0 256 B MMIO at
     /// 0xfe800000, BAR2 16 MiB MMIO at 0xfd000000, the rest absent.
     pub const fn ivshmem_example() -> Self {
-        Self::new(PageSize::K4)
-            .with_bar(0, Bar::mmio(0xfe80_0000, 0x100))
-            .with_bar(2, Bar::mmio(0xfd00_0000, 16 << 20))
+        Self::new(PageSize::K4).with_bar(0, Bar::mmio(0xfe80_0000, 0x100)).with_bar(2, Bar::mmio(0xfd00_0000, 16 << 20))
     }
 }

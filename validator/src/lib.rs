@@ -31,9 +31,8 @@ pub use reject::{Errno, Reject};
 
 use uapi::{
     DmaRange, RangeList, Request, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE, FEATURE_HEADER_SIZE,
-    VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_KNOWN_FLAGS,
-    VFIO_DEVICE_FEATURE_MASK, VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET,
-    VFIO_PCI_ROM_REGION_INDEX,
+    VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_KNOWN_FLAGS, VFIO_DEVICE_FEATURE_MASK,
+    VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET, VFIO_PCI_ROM_REGION_INDEX,
 };
 
 /// `DMA_IOVA_USE_SWIOTLB`: bit 63 of a dma-iova size is a flag, so a total
@@ -130,10 +129,7 @@ impl<'a> Export<'a> {
     /// order.
     pub fn phys_vecs(&self) -> impl ExactSizeIterator<Item = PhysVec> + 'a {
         let start = self.bar_start;
-        self.ranges.iter().map(move |r| PhysVec {
-            paddr: start.wrapping_add(r.offset),
-            len: r.length,
-        })
+        self.ranges.iter().map(move |r| PhysVec { paddr: start.wrapping_add(r.offset), len: r.length })
     }
 
     /// How many ranges the dma-buf has (`priv->nr_ranges`).
@@ -184,9 +180,7 @@ pub fn validate<'a>(req: &Request<'a>, dev: &Device, policy: Policy) -> Verdict<
     }
     let feature = flags & VFIO_DEVICE_FEATURE_MASK;
     if feature != VFIO_DEVICE_FEATURE_DMA_BUF {
-        return Ok(Outcome::OtherFeature {
-            feature: feature as u16,
-        });
+        return Ok(Outcome::OtherFeature { feature: feature as u16 });
     }
 
     // vfio_check_feature(flags, argsz - 8, VFIO_DEVICE_FEATURE_GET, 16).
@@ -275,9 +269,7 @@ pub fn validate<'a>(req: &Request<'a>, dev: &Device, policy: Policy) -> Verdict<
     }
     if written.len() < nr {
         // Readable (checked above) but never written: reads as zero.
-        return Err(Reject::RangeZeroLength {
-            index: written.len() as u32,
-        });
+        return Err(Reject::RangeZeroLength { index: written.len() as u32 });
     }
     if total & DMA_IOVA_USE_SWIOTLB != 0 {
         return Err(Reject::TotalLengthSwiotlbBit);
@@ -304,10 +296,7 @@ fn bound_check(r: &DmaRange, index: u32, bar: &Bar, max_addr: u64, strict: bool)
     if strict && (r.offset > bar.len || r.length > bar.len - r.offset) {
         return Some(Reject::StrictRangeOutsideBar { index });
     }
-    let end = bar
-        .start
-        .checked_add(r.offset)
-        .and_then(|p| p.checked_add(r.length));
+    let end = bar.start.checked_add(r.offset).and_then(|p| p.checked_add(r.length));
     match end {
         None => Some(Reject::PhysAddrOverflow { index }),
         Some(end) if end > max_addr => Some(Reject::RangeBeyondBar { index }),

@@ -253,16 +253,13 @@ impl Reject {
     /// this check: for semantics tables.
     pub const fn kernel_function(&self) -> &'static str {
         match self {
-            Reject::ArgszBelowFeatureHeader
-            | Reject::UnknownFeatureFlags
-            | Reject::GetAndSetWithoutProbe => "vfio_ioctl_device_feature()",
-            Reject::SetNotSupported | Reject::NoGetOrSet | Reject::ArgszBelowDmaBufHeader => {
-                "vfio_check_feature()"
+            Reject::ArgszBelowFeatureHeader | Reject::UnknownFeatureFlags | Reject::GetAndSetWithoutProbe => {
+                "vfio_ioctl_device_feature()"
             }
-            Reject::DmaBufHeaderFault
-            | Reject::NoRanges
-            | Reject::NonZeroFlags
-            | Reject::RegionNotBar => "vfio_pci_core_feature_dma_buf()",
+            Reject::SetNotSupported | Reject::NoGetOrSet | Reject::ArgszBelowDmaBufHeader => "vfio_check_feature()",
+            Reject::DmaBufHeaderFault | Reject::NoRanges | Reject::NonZeroFlags | Reject::RegionNotBar => {
+                "vfio_pci_core_feature_dma_buf()"
+            }
             Reject::BarAbsent => "vfio_pci_core_feature_dma_buf() (measured on 7.2.13)",
             Reject::RangeArrayTooLarge | Reject::RangeArrayFault => "memdup_array_user()",
             Reject::RangeZeroLength { .. }
@@ -270,9 +267,7 @@ impl Reject {
             | Reject::TotalLengthOverflow { .. }
             | Reject::TotalLengthSwiotlbBit => "validate_dmabuf_input()",
             Reject::BarNotMmio => "vfio_pci_core_get_dmabuf_phys() / pcim_p2pdma_provider()",
-            Reject::PhysAddrOverflow { .. } | Reject::RangeBeyondBar { .. } => {
-                "vfio_pci_core_fill_phys_vec()"
-            }
+            Reject::PhysAddrOverflow { .. } | Reject::RangeBeyondBar { .. } => "vfio_pci_core_fill_phys_vec()",
             Reject::StrictOpenFlags
             | Reject::StrictTooManyRanges
             | Reject::StrictArgszShort
@@ -308,21 +303,8 @@ impl Reject {
 impl core::fmt::Display for Reject {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self.range_index() {
-            Some(i) => write!(
-                f,
-                "{} ({}, range {}): {}",
-                self.errno(),
-                self.name(),
-                i,
-                self.kernel_function()
-            ),
-            None => write!(
-                f,
-                "{} ({}): {}",
-                self.errno(),
-                self.name(),
-                self.kernel_function()
-            ),
+            Some(i) => write!(f, "{} ({}, range {}): {}", self.errno(), self.name(), i, self.kernel_function()),
+            None => write!(f, "{} ({}): {}", self.errno(), self.name(), self.kernel_function()),
         }
     }
 }
