@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every test nr-ranges has, from a fresh clone on a bare machine: installs what
+# it needs (C compiler for the header and benchmark baselines; the kernel lab
+# installs QEMU and fetches its kernel itself), then runs formatting, lints,
+# the workspace's tests, a smoke run of each benchmark and a reduced kernel lab.
+#
+# NR_RANGES_SKIP_LAB=1 skips the kernel lab (it needs Debian's mirrors).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! command -v cc >/dev/null 2>&1; then
+    step "installing a C compiler"
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev
+fi
+
+step "format"
+cargo fmt --all --check
+
+step "lint"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
+
+if [ -d bench ]; then
+    step "benchmark smoke run (one iteration each; real numbers: cargo bench -p nr-ranges-bench)"
+    cargo bench -p nr-ranges-bench --locked -- --test
+fi
+
+if [ -d kmod-shim ] && [ -d kmod-shim/benches ]; then
+    step "kmod-shim benchmark smoke run"
+    cargo bench -p nr-ranges-kmod-shim --locked -- --test
+fi
+
+if [ -d kernel-lab ] && [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
+    step "kernel lab, reduced: the real kernel against the validator"
+    cargo run --release --locked -p kernel-lab -- --cases 20000 --seed 1
+fi
