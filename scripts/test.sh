@@ -36,5 +36,5 @@ fi
 
 if [ -d kernel-lab ] && [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     step "kernel lab, reduced: the real kernel against the validator"
-    cargo run --release --locked -p kernel-lab -- --cases 20000 --seed 1
+    cargo run --release --locked -p kernel-lab -- --kernel 7.2 --cases 20000 --seed 1 --report target/kernel-lab.json
 fi

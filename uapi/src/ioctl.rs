@@ -262,6 +262,19 @@ impl Device {
     }
 }
 
+/// Tries `mmap(len, prot, MAP_SHARED)` on `fd` at offset 0 and unmaps at
+/// once: whether the file can be mapped, and if not, the errno. For the lab's
+/// dma-buf facts (vfio's dma-buf ops have no `.mmap`, so `dma_buf_mmap()`
+/// answers EINVAL).
+pub fn mmap_probe(fd: BorrowedFd<'_>, len: NonZeroUsize, prot: ProtFlags) -> Result<(), Errno> {
+    // SAFETY: a new shared mapping at an address the kernel chooses aliases
+    // nothing; it is never dereferenced and is unmapped before returning, so
+    // no pointer into it escapes.
+    let map = unsafe { nix::sys::mman::mmap(None, len, prot, MapFlags::MAP_SHARED, fd, 0) }?;
+    // SAFETY: unmaps exactly the mapping just created.
+    unsafe { nix::sys::mman::munmap(map, len.get()) }
+}
+
 /// An ioctl argument placed so that exactly `8 + readable` bytes from its
 /// start can be read and the next byte is in a `PROT_NONE` guard page: the
 /// way to make the kernel's reads of header or ranges fault on purpose.
@@ -368,6 +381,15 @@ mod tests {
         arg[..4].copy_from_slice(&64u32.to_ne_bytes());
         arg[4..8].copy_from_slice(&(3u32 | 1 << 16).to_ne_bytes());
         assert_eq!(device_feature(f.as_fd(), &mut arg).unwrap_err(), IoctlError::ArgTooShort { needed: 64, len: 16 });
+    }
+
+    #[test]
+    fn mmap_probe_maps_a_file_and_reports_errno_otherwise() {
+        let f = File::open("/proc/self/exe").unwrap();
+        let one = NonZeroUsize::new(4096).unwrap();
+        assert_eq!(mmap_probe(f.as_fd(), one, ProtFlags::PROT_READ), Ok(()));
+        // Shared writable mapping of a read-only fd: the kernel's EACCES.
+        assert_eq!(mmap_probe(f.as_fd(), one, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE), Err(Errno::EACCES));
     }
 
     #[test]

@@ -92,10 +92,22 @@ fn table() -> Vec<Case> {
         // vfio_ioctl_device_feature(): common checks.
         case("argsz 0", base().argsz(0).range(0, P), Err(EINVAL, ArgszBelowFeatureHeader)),
         case("argsz 7", base().argsz(7).range(0, P), Err(EINVAL, ArgszBelowFeatureHeader)),
-        case("unknown feature flag bit 19", base().feature_flags(GET | DMA_BUF | 1 << 19).range(0, P), Err(EINVAL, UnknownFeatureFlags)),
+        case(
+            "unknown feature flag bit 19",
+            base().feature_flags(GET | DMA_BUF | 1 << 19).range(0, P),
+            Err(EINVAL, UnknownFeatureFlags),
+        ),
         case("GET|SET", base().feature_flags(GET | SET | DMA_BUF).range(0, P), Err(EINVAL, GetAndSetWithoutProbe)),
-        case("argsz 7 beats unknown flag", base().argsz(7).feature_flags(1 << 31 | DMA_BUF), Err(EINVAL, ArgszBelowFeatureHeader)),
-        case("unknown flag beats other feature", base().feature_flags(1 << 20 | GET | 10), Err(EINVAL, UnknownFeatureFlags)),
+        case(
+            "argsz 7 beats unknown flag",
+            base().argsz(7).feature_flags(1 << 31 | DMA_BUF),
+            Err(EINVAL, ArgszBelowFeatureHeader),
+        ),
+        case(
+            "unknown flag beats other feature",
+            base().feature_flags(1 << 20 | GET | 10),
+            Err(EINVAL, UnknownFeatureFlags),
+        ),
         case("GET|SET on another feature", base().feature_flags(GET | SET | 10), Err(EINVAL, GetAndSetWithoutProbe)),
         case("other feature is dispatched elsewhere", base().feature_flags(GET | 10).range(1, 1), Other(10)),
         // vfio_check_feature().
@@ -127,14 +139,26 @@ fn table() -> Vec<Case> {
         case("absent BAR 1", base().region_index(1).range(0, P), Err(ENODEV, BarAbsent)),
         case("ORDER nr_ranges 0 + region 6", base().region_index(6).nr_ranges(0), Err(EINVAL, NoRanges)),
         case("ORDER flags 1 + region 6", base().region_index(6).flags(1).range(0, P), Err(EINVAL, NonZeroFlags)),
-        case("ORDER region 6 + nr_ranges 1<<30", base().region_index(6).nr_ranges(1 << 30).range(0, P), Err(ENODEV, RegionNotBar))
-            .strict(e(StrictTooManyRanges)),
+        case(
+            "ORDER region 6 + nr_ranges 1<<30",
+            base().region_index(6).nr_ranges(1 << 30).range(0, P),
+            Err(ENODEV, RegionNotBar),
+        )
+        .strict(e(StrictTooManyRanges)),
         case("ORDER region 6 + unaligned range", base().region_index(6).range(1, 1), Err(ENODEV, RegionNotBar)),
-        case("ORDER region 6 + ranges unreadable", base().region_index(6).argsz(32).nr_ranges(1 << 20), Err(ENODEV, RegionNotBar))
-            .strict(e(StrictTooManyRanges)),
+        case(
+            "ORDER region 6 + ranges unreadable",
+            base().region_index(6).argsz(32).nr_ranges(1 << 20),
+            Err(ENODEV, RegionNotBar),
+        )
+        .strict(e(StrictTooManyRanges)),
         case("ORDER absent BAR + unaligned range", base().region_index(1).range(1, 1), Err(ENODEV, BarAbsent)),
-        case("ORDER absent BAR + nr_ranges 1<<30", base().region_index(1).nr_ranges(1 << 30).range(0, P), Err(ENODEV, BarAbsent))
-            .strict(e(StrictTooManyRanges)),
+        case(
+            "ORDER absent BAR + nr_ranges 1<<30",
+            base().region_index(1).nr_ranges(1 << 30).range(0, P),
+            Err(ENODEV, BarAbsent),
+        )
+        .strict(e(StrictTooManyRanges)),
         case("ORDER absent BAR + flags 1", base().region_index(1).flags(1).range(0, P), Err(EINVAL, NonZeroFlags)),
         // memdup_array_user().
         case("nr_ranges 262145", base().nr_ranges(262_145).range(0, P), Err(ENOMEM, RangeArrayTooLarge))
@@ -143,14 +167,23 @@ fn table() -> Vec<Case> {
             .strict(e(StrictTooManyRanges)),
         case("nr_ranges 0xffffffff", base().nr_ranges(u32::MAX).range(0, P), Err(ENOMEM, RangeArrayTooLarge))
             .strict(e(StrictTooManyRanges)),
-        case("nr_ranges 262145 readable: allocation fails before the copy", many(262_145).argsz(u32::MAX), Err(ENOMEM, RangeArrayTooLarge))
-            .strict(e(StrictTooManyRanges)),
+        case(
+            "nr_ranges 262145 readable: allocation fails before the copy",
+            many(262_145).argsz(u32::MAX),
+            Err(ENOMEM, RangeArrayTooLarge),
+        )
+        .strict(e(StrictTooManyRanges)),
         case("nr_ranges 262144 all valid", many(262_144), Fd(262_144 * P)).strict(e(StrictTooManyRanges)),
-        case("ranges unreadable", base().nr_ranges(2).range(0, P), Err(EFAULT, RangeArrayFault)).strict(e(StrictArgszShort)),
+        case("ranges unreadable", base().nr_ranges(2).range(0, P), Err(EFAULT, RangeArrayFault))
+            .strict(e(StrictArgszShort)),
         case("ranges unreadable, exact argsz", base().argsz(56).nr_ranges(2).range(0, P), Err(EFAULT, RangeArrayFault)),
         case("half a range readable", base().range(0, P), Err(EFAULT, RangeArrayFault)).readable_bytes(16 + 8),
-        case("readable past the written ranges reads zero", base().nr_ranges(2).argsz(56).range(0, P), Err(EINVAL, RangeZeroLength { index: 1 }))
-            .readable_ranges(2),
+        case(
+            "readable past the written ranges reads zero",
+            base().nr_ranges(2).argsz(56).range(0, P),
+            Err(EINVAL, RangeZeroLength { index: 1 }),
+        )
+        .readable_ranges(2),
         case("nr_ranges 262145 unreadable: ENOMEM first", base().nr_ranges(262_145), Err(ENOMEM, RangeArrayTooLarge))
             .strict(e(StrictTooManyRanges)),
         // validate_dmabuf_input().
@@ -159,41 +192,116 @@ fn table() -> Vec<Case> {
         case("unaligned offset 1", base().range(1, P), Err(EINVAL, RangeUnaligned { index: 0 })),
         case("unaligned length P+1", base().range(0, P + 1), Err(EINVAL, RangeUnaligned { index: 0 })),
         case("length 2^63", base().range(0, 1 << 63), Err(EINVAL, TotalLengthSwiotlbBit)),
-        case("offset P, length 2^64-P: bit 63 of the total", base().range(P, M64 - P + 1), Err(EINVAL, TotalLengthSwiotlbBit)),
-        case("total overflows: 2 x 2^63", base().range(0, 1 << 63).range(0, 1 << 63), Err(EINVAL, TotalLengthOverflow { index: 1 })),
-        case("total overflows at the 4th 2^62", base().ranges([uapi::DmaRange::new(0, 1 << 62); 4]), Err(EINVAL, TotalLengthOverflow { index: 3 })),
-        case("ORDER unaligned 2nd + past-end 1st", base().range(BSZ, P).range(1, P), Err(EINVAL, RangeUnaligned { index: 1 })),
-        case("ORDER unaligned + overflowing offset, same range", base().range(M64 - P + 2, P), Err(EINVAL, RangeUnaligned { index: 0 })),
-        case("ORDER zero-len 2nd + overflow 1st", base().range(M64 - P + 1, P).range(0, 0), Err(EINVAL, RangeZeroLength { index: 1 })),
-        case("ORDER sum 2^63 + past-end", base().range(BSZ, 1 << 62).range(BSZ, 1 << 62), Err(EINVAL, TotalLengthSwiotlbBit)),
+        case(
+            "offset P, length 2^64-P: bit 63 of the total",
+            base().range(P, M64 - P + 1),
+            Err(EINVAL, TotalLengthSwiotlbBit),
+        ),
+        case(
+            "total overflows: 2 x 2^63",
+            base().range(0, 1 << 63).range(0, 1 << 63),
+            Err(EINVAL, TotalLengthOverflow { index: 1 }),
+        ),
+        case(
+            "total overflows at the 4th 2^62",
+            base().ranges([uapi::DmaRange::new(0, 1 << 62); 4]),
+            Err(EINVAL, TotalLengthOverflow { index: 3 }),
+        ),
+        case(
+            "ORDER unaligned 2nd + past-end 1st",
+            base().range(BSZ, P).range(1, P),
+            Err(EINVAL, RangeUnaligned { index: 1 }),
+        ),
+        case(
+            "ORDER unaligned + overflowing offset, same range",
+            base().range(M64 - P + 2, P),
+            Err(EINVAL, RangeUnaligned { index: 0 }),
+        ),
+        case(
+            "ORDER zero-len 2nd + overflow 1st",
+            base().range(M64 - P + 1, P).range(0, 0),
+            Err(EINVAL, RangeZeroLength { index: 1 }),
+        ),
+        case(
+            "ORDER sum 2^63 + past-end",
+            base().range(BSZ, 1 << 62).range(BSZ, 1 << 62),
+            Err(EINVAL, TotalLengthSwiotlbBit),
+        ),
         // pcim_p2pdma_provider(): I/O BAR.
         case("I/O BAR", base().region_index(4).range(0, P), Err(EINVAL, BarNotMmio)),
-        case("ORDER I/O BAR + unaligned: the loop comes first", base().region_index(4).range(1, P), Err(EINVAL, RangeUnaligned { index: 0 })),
-        case("ORDER I/O BAR + overflowing offset", base().region_index(4).range(M64 - P + 1, P), Err(EINVAL, BarNotMmio)),
-        case("ORDER I/O BAR + nr_ranges 1<<30", base().region_index(4).nr_ranges(1 << 30).range(0, P), Err(ENOMEM, RangeArrayTooLarge))
-            .strict(e(StrictTooManyRanges)),
+        case(
+            "ORDER I/O BAR + unaligned: the loop comes first",
+            base().region_index(4).range(1, P),
+            Err(EINVAL, RangeUnaligned { index: 0 }),
+        ),
+        case(
+            "ORDER I/O BAR + overflowing offset",
+            base().region_index(4).range(M64 - P + 1, P),
+            Err(EINVAL, BarNotMmio),
+        ),
+        case(
+            "ORDER I/O BAR + nr_ranges 1<<30",
+            base().region_index(4).nr_ranges(1 << 30).range(0, P),
+            Err(ENOMEM, RangeArrayTooLarge),
+        )
+        .strict(e(StrictTooManyRanges)),
         // vfio_pci_core_fill_phys_vec().
-        case("past BAR end", base().range(BSZ, P), Err(EINVAL, RangeBeyondBar { index: 0 })).strict(e(StrictRangeOutsideBar { index: 0 })),
+        case("past BAR end", base().range(BSZ, P), Err(EINVAL, RangeBeyondBar { index: 0 }))
+            .strict(e(StrictRangeOutsideBar { index: 0 })),
         case("straddling BAR end", base().range(BSZ - P, 2 * P), Err(EINVAL, RangeBeyondBar { index: 0 }))
             .strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("length BAR + P", base().range(0, BSZ + P), Err(EINVAL, RangeBeyondBar { index: 0 })).strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("BAR0 is 256 bytes: a page does not fit", base().region_index(0).range(0, P), Err(EINVAL, RangeBeyondBar { index: 0 }))
+        case("length BAR + P", base().range(0, BSZ + P), Err(EINVAL, RangeBeyondBar { index: 0 }))
             .strict(e(StrictRangeOutsideBar { index: 0 })),
+        case(
+            "BAR0 is 256 bytes: a page does not fit",
+            base().region_index(0).range(0, P),
+            Err(EINVAL, RangeBeyondBar { index: 0 }),
+        )
+        .strict(e(StrictRangeOutsideBar { index: 0 })),
         case("offset 2^64-P overflows", base().range(M64 - P + 1, P), Err(EOVERFLOW, PhysAddrOverflow { index: 0 }))
             .strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("offset 2^64-P, length 2P overflows", base().range(M64 - P + 1, 2 * P), Err(EOVERFLOW, PhysAddrOverflow { index: 0 }))
+        case(
+            "offset 2^64-P, length 2P overflows",
+            base().range(M64 - P + 1, 2 * P),
+            Err(EOVERFLOW, PhysAddrOverflow { index: 0 }),
+        )
+        .strict(e(StrictRangeOutsideBar { index: 0 })),
+        case("offset 2^63", base().range(1 << 63, P), Err(EINVAL, RangeBeyondBar { index: 0 }))
             .strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("offset 2^63", base().range(1 << 63, P), Err(EINVAL, RangeBeyondBar { index: 0 })).strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("ORDER past-end 1st + overflow 2nd", base().range(BSZ, P).range(M64 - P + 1, P), Err(EINVAL, RangeBeyondBar { index: 0 }))
-            .strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("ORDER overflow 1st + past-end 2nd", base().range(M64 - P + 1, P).range(BSZ, P), Err(EOVERFLOW, PhysAddrOverflow { index: 0 }))
-            .strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("the errno reveals the BAR address: below 4 GiB, EINVAL", base().range(M64 - (1 << 32) + 1, P), Err(EINVAL, RangeBeyondBar { index: 0 }))
-            .strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("the errno reveals the BAR address: at 4 GiB, EOVERFLOW", base().region_index(3).range(M64 - (1 << 32) + 1, P), Err(EOVERFLOW, PhysAddrOverflow { index: 0 }))
-            .strict(e(StrictRangeOutsideBar { index: 0 })),
-        case("a BAR ending at 2^64: the kernel's end wraps to 0", base().region_index(5).range(0, P), Err(EINVAL, RangeBeyondBar { index: 0 })),
-        case("a BAR ending at 2^64: its last page overflows", base().region_index(5).range(BSZ - P, P), Err(EOVERFLOW, PhysAddrOverflow { index: 0 })),
+        case(
+            "ORDER past-end 1st + overflow 2nd",
+            base().range(BSZ, P).range(M64 - P + 1, P),
+            Err(EINVAL, RangeBeyondBar { index: 0 }),
+        )
+        .strict(e(StrictRangeOutsideBar { index: 0 })),
+        case(
+            "ORDER overflow 1st + past-end 2nd",
+            base().range(M64 - P + 1, P).range(BSZ, P),
+            Err(EOVERFLOW, PhysAddrOverflow { index: 0 }),
+        )
+        .strict(e(StrictRangeOutsideBar { index: 0 })),
+        case(
+            "the errno reveals the BAR address: below 4 GiB, EINVAL",
+            base().range(M64 - (1 << 32) + 1, P),
+            Err(EINVAL, RangeBeyondBar { index: 0 }),
+        )
+        .strict(e(StrictRangeOutsideBar { index: 0 })),
+        case(
+            "the errno reveals the BAR address: at 4 GiB, EOVERFLOW",
+            base().region_index(3).range(M64 - (1 << 32) + 1, P),
+            Err(EOVERFLOW, PhysAddrOverflow { index: 0 }),
+        )
+        .strict(e(StrictRangeOutsideBar { index: 0 })),
+        case(
+            "a BAR ending at 2^64: the kernel's end wraps to 0",
+            base().region_index(5).range(0, P),
+            Err(EINVAL, RangeBeyondBar { index: 0 }),
+        ),
+        case(
+            "a BAR ending at 2^64: its last page overflows",
+            base().region_index(5).range(BSZ - P, P),
+            Err(EOVERFLOW, PhysAddrOverflow { index: 0 }),
+        ),
         // Success.
         case("one range [0,P)", base().range(0, P), Fd(P)),
         case("whole BAR", base().range(0, BSZ), Fd(BSZ)),
@@ -201,25 +309,46 @@ fn table() -> Vec<Case> {
         case("two ranges, reversed", base().range(2 * P, P).range(0, P), Fd(2 * P)),
         case("two identical overlapping ranges", base().range(0, P).range(0, P), Fd(2 * P)),
         case("open_flags O_RDONLY", base().open_flags(0).range(0, P), Fd(P)),
-        case("open_flags 0xffffffff are not validated", base().open_flags(u32::MAX).range(0, P), Fd(P)).strict(e(StrictOpenFlags)),
-        case("open_flags O_WRONLY|O_NONBLOCK", base().open_flags(1 | O_NONBLOCK).range(0, P), Fd(P)).strict(e(StrictOpenFlags)),
-        case("open_flags access mode 3", base().open_flags(3).range(0, P), Fd(P)).strict(e(StrictOpenFlags)),
-        case("ORDER nr_ranges 0 beats Strict open_flags", base().open_flags(u32::MAX).nr_ranges(0), Err(EINVAL, NoRanges)),
-        case("ORDER Strict open_flags before region", base().open_flags(u32::MAX).region_index(6).range(0, P), Err(ENODEV, RegionNotBar))
+        case("open_flags 0xffffffff are not validated", base().open_flags(u32::MAX).range(0, P), Fd(P))
             .strict(e(StrictOpenFlags)),
+        case("open_flags O_WRONLY|O_NONBLOCK", base().open_flags(1 | O_NONBLOCK).range(0, P), Fd(P))
+            .strict(e(StrictOpenFlags)),
+        case("open_flags access mode 3", base().open_flags(3).range(0, P), Fd(P)).strict(e(StrictOpenFlags)),
+        case(
+            "ORDER nr_ranges 0 beats Strict open_flags",
+            base().open_flags(u32::MAX).nr_ranges(0),
+            Err(EINVAL, NoRanges),
+        ),
+        case(
+            "ORDER Strict open_flags before region",
+            base().open_flags(u32::MAX).region_index(6).range(0, P),
+            Err(ENODEV, RegionNotBar),
+        )
+        .strict(e(StrictOpenFlags)),
         case("Strict cap: 65536 ranges pass", many(65_536), Fd(65_536 * P)),
         case("Strict cap: 65537 ranges", many(65_537), Fd(65_537 * P)).strict(e(StrictTooManyRanges)),
         // Page sizes.
         case("16 KiB pages: a 4 KiB range is unaligned", base().range(0, P), Err(EINVAL, RangeUnaligned { index: 0 }))
             .on(Device { page_size: PageSize::K16, kmalloc_max: PageSize::K16.default_kmalloc_max(), ..device() }),
-        case("16 KiB pages: a 16 KiB range", base().range(16384, 16384), Fd(16384))
-            .on(Device { page_size: PageSize::K16, kmalloc_max: PageSize::K16.default_kmalloc_max(), ..device() }),
-        case("64 KiB pages: a 4 KiB offset is unaligned", base().range(P, 65536), Err(EINVAL, RangeUnaligned { index: 0 }))
-            .on(Device { page_size: PageSize::K64, kmalloc_max: PageSize::K64.default_kmalloc_max(), ..device() }),
-        case("64 KiB pages: 262145 ranges fit kmalloc, the zero-filled one fails", base().nr_ranges(262_145).argsz(u32::MAX).range(0, 65536), Err(EINVAL, RangeZeroLength { index: 1 }))
-            .readable_ranges(262_145)
-            .on(Device { page_size: PageSize::K64, kmalloc_max: PageSize::K64.default_kmalloc_max(), ..device() })
-            .strict(e(StrictTooManyRanges)),
+        case("16 KiB pages: a 16 KiB range", base().range(16384, 16384), Fd(16384)).on(Device {
+            page_size: PageSize::K16,
+            kmalloc_max: PageSize::K16.default_kmalloc_max(),
+            ..device()
+        }),
+        case(
+            "64 KiB pages: a 4 KiB offset is unaligned",
+            base().range(P, 65536),
+            Err(EINVAL, RangeUnaligned { index: 0 }),
+        )
+        .on(Device { page_size: PageSize::K64, kmalloc_max: PageSize::K64.default_kmalloc_max(), ..device() }),
+        case(
+            "64 KiB pages: 262145 ranges fit kmalloc, the zero-filled one fails",
+            base().nr_ranges(262_145).argsz(u32::MAX).range(0, 65536),
+            Err(EINVAL, RangeZeroLength { index: 1 }),
+        )
+        .readable_ranges(262_145)
+        .on(Device { page_size: PageSize::K64, kmalloc_max: PageSize::K64.default_kmalloc_max(), ..device() })
+        .strict(e(StrictTooManyRanges)),
     ]
 }
 

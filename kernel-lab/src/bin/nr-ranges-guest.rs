@@ -1,0 +1,507 @@
+//! The lab's guest agent: `/init` of the initramfs.
+//!
+//! It mounts the pseudo filesystems, loads the vfio modules, binds the lab's
+//! devices to vfio-pci, opens them the classic way (container, group,
+//! type1v2), runs the seeded batch of `VFIO_DEVICE_FEATURE(DMA_BUF)` requests
+//! and the scenarios, streams the answers to the host over virtio-serial
+//! (the serial console is far too slow for megabytes) and powers off.
+//! Whatever goes wrong, it reports the error on the stream and powers off: a
+//! guest that returns from `/init` would make the kernel panic.
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use kernel_lab::gen::{Case, Gen, O_RDWR_CLOEXEC, PAGE};
+use kernel_lab::proto::{parse_resource, BarType, DeviceInfo, Fact, GuestReport, Observed, PROTOCOL_VERSION};
+use kernel_lab::{GUEST_MODULES, LAB_DEVICES, OUTPUT_PORT_NAME};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::mman::ProtFlags;
+use nix::unistd::Whence;
+use uapi::ioctl::{mmap_probe, Container, Device, FeatureReply, Group, GuardedArg, IoctlError};
+use uapi::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE1V2_IOMMU};
+
+/// Errors of the guest, reported to the host as text.
+type GResult<T> = Result<T, String>;
+
+fn main() {
+    let mut report = GuestReport { protocol: PROTOCOL_VERSION, ..Default::default() };
+    let mut results = Vec::new();
+    if let Err(e) = mount_pseudo_filesystems() {
+        println!("nr-ranges-guest: {e}");
+    }
+    report.kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    if let Err(e) = run(&mut report, &mut results) {
+        println!("nr-ranges-guest: error: {e}");
+        report.error = Some(e);
+    }
+    report.results_len = results.len() as u64;
+    if let Err(e) = send(&report, &results) {
+        println!("nr-ranges-guest: cannot send the report: {e}");
+    }
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+}
+
+fn mount_pseudo_filesystems() -> GResult<()> {
+    use nix::mount::{mount, MsFlags};
+    for (src, target, fstype) in
+        [("proc", "/proc", "proc"), ("sysfs", "/sys", "sysfs"), ("devtmpfs", "/dev", "devtmpfs")]
+    {
+        let _ = fs::create_dir_all(target);
+        mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>)
+            .map_err(|e| format!("mount {fstype} on {target}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `nrlab.KEY=VALUE` from the kernel command line.
+fn cmdline_u64(cmdline: &str, key: &str, default: u64) -> GResult<u64> {
+    let prefix = format!("nrlab.{key}=");
+    match cmdline.split_whitespace().find_map(|w| w.strip_prefix(&prefix)) {
+        Some(v) => v.parse().map_err(|_| format!("bad {prefix}{v} on the kernel command line")),
+        None => Ok(default),
+    }
+}
+
+fn uptime_ns() -> u64 {
+    let s = fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let secs: f64 = s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (secs * 1e9) as u64
+}
+
+/// A device opened through VFIO, with what the generator and scenarios need.
+struct Opened {
+    info: DeviceInfo,
+    group: Group,
+    device: Option<Device>,
+}
+
+fn run(report: &mut GuestReport, results: &mut Vec<u8>) -> GResult<()> {
+    let cmdline = fs::read_to_string("/proc/cmdline").map_err(|e| format!("read /proc/cmdline: {e}"))?;
+    let cases = cmdline_u64(&cmdline, "cases", 20_000)?;
+    let seed = cmdline_u64(&cmdline, "seed", 1)?;
+    let scenarios = cmdline_u64(&cmdline, "scenarios", 1)? != 0;
+
+    load_modules()?;
+    let (container, mut opened) = open_devices()?;
+    report.devices = opened.iter().map(|o| o.info.clone()).collect();
+    report.seed = seed;
+    report.setup_ns = uptime_ns();
+
+    // The batch. Everything the loop needs is allocated up front.
+    let devices: Vec<&Device> = opened.iter().map(|o| o.device.as_ref().expect("opened")).collect();
+    let mut gen = Gen::new(seed, opened.iter().map(|o| o.info.bar_lens()).collect());
+    let mut case = Case::default();
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut guards = GuardCache::default();
+    results.reserve(cases as usize * 3);
+    let t0 = Instant::now();
+    for _ in 0..cases {
+        gen.next_into(&mut case);
+        observe(devices[case.device], &case, &mut buf, &mut guards).encode(results);
+    }
+    report.loop_ns = t0.elapsed().as_nanos() as u64;
+    report.cases = cases;
+    println!(
+        "nr-ranges-guest: {cases} cases in {:.3} s ({:.0} cases/s)",
+        report.loop_ns as f64 / 1e9,
+        cases as f64 / (report.loop_ns.max(1) as f64 / 1e9)
+    );
+
+    if scenarios {
+        run_scenarios(&container, &mut opened, &mut report.facts);
+    }
+    Ok(())
+}
+
+/// Guarded arguments by readable size, reused: each fresh one costs mmap,
+/// mprotect and munmap, and under TCG every munmap flushes the whole soft
+/// TLB, which made guarded cases dominate the loop.
+#[derive(Default)]
+struct GuardCache(std::collections::HashMap<usize, GuardedArg>);
+
+impl GuardCache {
+    /// Sizes up to this many bytes are kept (the common small windows).
+    const KEEP_UP_TO: usize = 64 << 10;
+
+    fn with<R>(&mut self, bytes: &[u8], readable: usize, f: impl FnOnce(&mut [u8]) -> R) -> Result<R, Errno> {
+        if readable > Self::KEEP_UP_TO {
+            let mut g = GuardedArg::new(bytes, readable)?;
+            return Ok(f(g.as_mut_slice()));
+        }
+        let g = match self.0.entry(readable) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let g = o.into_mut();
+                // `bytes` is exactly the readable window (encode_into pads it).
+                g.as_mut_slice().copy_from_slice(bytes);
+                g
+            }
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(GuardedArg::new(bytes, readable)?),
+        };
+        Ok(f(g.as_mut_slice()))
+    }
+}
+
+/// One case: encode, send, and for a dma-buf measure its size and close it.
+fn observe(dev: &Device, case: &Case, buf: &mut Vec<u8>, guards: &mut GuardCache) -> Observed {
+    case.encode_into(buf);
+    let reply = if case.needs_guard() {
+        // The kernel would read past the readable window: end it at a
+        // PROT_NONE page so that read faults (EFAULT) deterministically.
+        match guards.with(buf, case.readable_bytes(), |arg| dev.feature(arg)) {
+            Ok(r) => r,
+            Err(e) => return Observed::Errno(-(e as i32)),
+        }
+    } else {
+        dev.feature(buf)
+    };
+    match reply {
+        Ok(FeatureReply::Done) => Observed::Ok,
+        Ok(FeatureReply::DmaBuf(fd)) => dmabuf_size(&fd),
+        Err(IoctlError::Kernel(e)) => Observed::Errno(e as i32),
+        Err(IoctlError::ArgTooShort { .. }) => Observed::NotSent,
+    }
+}
+
+/// `lseek(fd, 0, SEEK_END)`: `dma_buf_llseek()` answers the dma-buf's size.
+fn dmabuf_size(fd: &OwnedFd) -> Observed {
+    match nix::unistd::lseek(fd.as_fd(), 0, Whence::SeekEnd) {
+        Ok(size) => Observed::DmaBuf(size as u64),
+        Err(e) => Observed::LseekFailed(e as i32),
+    }
+}
+
+fn load_modules() -> GResult<()> {
+    for (name, params) in GUEST_MODULES {
+        let path = format!("/lib/modules/{name}.ko");
+        let f = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+        let params = CString::new(*params).map_err(|_| format!("bad parameters for {name}"))?;
+        match nix::kmod::finit_module(&f, &params, nix::kmod::ModuleInitFlags::empty()) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(format!("finit_module({name}): {e} (is the module from the same kernel?)")),
+        }
+    }
+    Ok(())
+}
+
+fn sysfs(path: &str) -> GResult<String> {
+    fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("read {path}: {e}"))
+}
+
+fn open_devices() -> GResult<(Container, Vec<Opened>)> {
+    let mut found = Vec::new();
+    let entries = fs::read_dir("/sys/bus/pci/devices").map_err(|e| format!("read /sys/bus/pci/devices: {e}"))?;
+    let mut bdfs: Vec<String> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into()).collect();
+    bdfs.sort();
+    // Fixed device order (LAB_DEVICES), so the generator's device indices mean
+    // the same on host and guest.
+    for (name, vendor, device) in LAB_DEVICES {
+        for bdf in &bdfs {
+            let d = format!("/sys/bus/pci/devices/{bdf}");
+            if sysfs(&format!("{d}/vendor"))? == *vendor && sysfs(&format!("{d}/device"))? == *device {
+                found.push((name.to_string(), bdf.clone()));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err("none of the lab's PCI devices (ivshmem-plain, pci-testdev, edu) is present".into());
+    }
+    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    let container = Container::open().map_err(|e| format!("open /dev/vfio/vfio: {e} (vfio module loaded?)"))?;
+    let mut opened = Vec::new();
+    for (name, bdf) in found {
+        let d = format!("/sys/bus/pci/devices/{bdf}");
+        // Bind to vfio-pci: driver_override, then reprobe.
+        if fs::metadata(format!("{d}/driver")).is_ok() {
+            let _ = fs::write(format!("{d}/driver/unbind"), &bdf);
+        }
+        fs::write(format!("{d}/driver_override"), "vfio-pci").map_err(|e| format!("{bdf} driver_override: {e}"))?;
+        fs::write("/sys/bus/pci/drivers_probe", &bdf).map_err(|e| format!("{bdf} drivers_probe: {e}"))?;
+        let group_link = fs::read_link(format!("{d}/iommu_group"))
+            .map_err(|e| format!("{bdf} has no iommu_group ({e}): is intel_iommu=on and -device intel-iommu set?"))?;
+        let group: u32 = group_link
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("{bdf}: odd iommu_group link {}", group_link.display()))?;
+        let bars = parse_resource(&sysfs(&format!("{d}/resource"))?).map_err(|e| format!("{bdf}: {e}"))?;
+        let g = Group::open(group).map_err(|e| format!("open /dev/vfio/{group} for {bdf}: {e}"))?;
+        g.set_container(&container).map_err(|e| format!("VFIO_GROUP_SET_CONTAINER {bdf}: {e}"))?;
+        if opened.is_empty() {
+            container.set_iommu(VFIO_TYPE1V2_IOMMU).map_err(|e| format!("VFIO_SET_IOMMU type1v2: {e}"))?;
+        }
+        let dev = g.device(&bdf).map_err(|e| format!("VFIO_GROUP_GET_DEVICE_FD {bdf}: {e}"))?;
+        let info = DeviceInfo { name, bdf, group, page_size, bars };
+        opened.push(Opened { info, group: g, device: Some(dev) });
+    }
+    Ok((container, opened))
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios: sequences of calls whose answers are facts, not predictions.
+
+/// PCI_COMMAND in config space, and its memory-space enable bit.
+const PCI_COMMAND: u64 = 0x04;
+const PCI_COMMAND_MEMORY: u16 = 0x2;
+
+fn errno_text(e: Errno) -> String {
+    kernel_lab::proto::errno_name(e as i32)
+}
+
+fn get_dmabuf(dev: &Device, region: u32, open_flags: u32, len: u64) -> Result<OwnedFd, String> {
+    let case = Case {
+        feature_flags: uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_DMA_BUF,
+        argsz: 8 + 16 + 16,
+        region_index: region,
+        open_flags,
+        nr_ranges: 1,
+        ranges: vec![uapi::DmaRange::new(0, len)],
+        readable_ranges: 1,
+        ..Default::default()
+    };
+    let mut buf = Vec::new();
+    case.encode_into(&mut buf);
+    match dev.feature(&mut buf) {
+        Ok(FeatureReply::DmaBuf(fd)) => Ok(fd),
+        Ok(FeatureReply::Done) => Err("ok without fd".into()),
+        Err(IoctlError::Kernel(e)) => Err(errno_text(e)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn describe_fd(fd: &OwnedFd) -> String {
+    match dmabuf_size(fd) {
+        Observed::DmaBuf(s) => format!("lseek(SEEK_END)={s}"),
+        other => other.describe(),
+    }
+}
+
+/// The outcome of a GET in a scenario: the new fd's size, or the errno.
+fn created(fd: &Result<OwnedFd, String>) -> String {
+    match fd {
+        Ok(fd) => describe_fd(fd),
+        Err(e) => e.clone(),
+    }
+}
+
+struct Facts<'a>(&'a mut Vec<Fact>, &'static str);
+
+impl Facts<'_> {
+    fn add(&mut self, step: &str, result: impl Into<String>) {
+        let result = result.into();
+        println!("nr-ranges-guest: fact {}: {step}: {result}", self.1);
+        self.0.push(Fact { scenario: self.1.into(), step: step.into(), result });
+    }
+}
+
+fn res<T>(r: Result<T, String>, ok: impl FnOnce(&T) -> String) -> String {
+    match r {
+        Ok(v) => ok(&v),
+        Err(e) => e,
+    }
+}
+
+fn set_memory(dev: &Device, cfg_off: u64, enable: bool) -> Result<u16, String> {
+    let mut cmd = [0u8; 2];
+    dev.file().read_exact_at(&mut cmd, cfg_off + PCI_COMMAND).map_err(|e| format!("config read: {e}"))?;
+    let mut v = u16::from_le_bytes(cmd);
+    if enable {
+        v |= PCI_COMMAND_MEMORY;
+    } else {
+        v &= !PCI_COMMAND_MEMORY;
+    }
+    dev.file().write_all_at(&v.to_le_bytes(), cfg_off + PCI_COMMAND).map_err(|e| format!("config write: {e}"))?;
+    dev.file().read_exact_at(&mut cmd, cfg_off + PCI_COMMAND).map_err(|e| format!("config read: {e}"))?;
+    Ok(u16::from_le_bytes(cmd))
+}
+
+fn run_scenarios(_container: &Container, opened: &mut [Opened], facts: &mut Vec<Fact>) {
+    // The largest memory BAR of the lab: ivshmem's BAR2.
+    let Some((di, bar)) = opened
+        .iter()
+        .enumerate()
+        .flat_map(|(i, o)| o.info.bars.iter().map(move |b| (i, *b)))
+        .filter(|(_, b)| b.kind == BarType::Mem && b.len >= PAGE)
+        .max_by_key(|(_, b)| b.len)
+    else {
+        facts.push(Fact { scenario: "setup".into(), step: "find a memory BAR".into(), result: "none".into() });
+        return;
+    };
+    let o = &mut opened[di];
+    let region = bar.index;
+    let dev = o.device.as_ref().expect("opened");
+    let cfg_off = dev.region_info(VFIO_PCI_CONFIG_REGION_INDEX).map(|r| r.offset).unwrap_or(0);
+    let mut f = Facts(facts, "target");
+    f.add("device", format!("{} {} BAR{} len={}", o.info.name, o.info.bdf, region, bar.len));
+
+    // 1. A dma-buf created while PCI_COMMAND memory is clear.
+    let mut f = Facts(facts, "memory-disabled-create");
+    f.add("clear PCI_COMMAND.MEMORY", res(set_memory(dev, cfg_off, false), |v| format!("ok, command={v:#06x}")));
+    let fd = get_dmabuf(dev, region, O_RDWR_CLOEXEC, PAGE);
+    f.add("DMA_BUF GET [0,page)", created(&fd));
+    f.add("set PCI_COMMAND.MEMORY", res(set_memory(dev, cfg_off, true), |v| format!("ok, command={v:#06x}")));
+    if let Ok(fd) = &fd {
+        f.add("dma-buf after re-enable", describe_fd(fd));
+    }
+    drop(fd);
+
+    // 2. Memory disable and re-enable with a live dma-buf.
+    let mut f = Facts(facts, "memory-toggle-live");
+    let fd = get_dmabuf(dev, region, O_RDWR_CLOEXEC, 2 * PAGE);
+    f.add("DMA_BUF GET [0,2 pages)", created(&fd));
+    if let Ok(fd) = &fd {
+        f.add("clear PCI_COMMAND.MEMORY", res(set_memory(dev, cfg_off, false), |v| format!("ok, command={v:#06x}")));
+        f.add("dma-buf while memory disabled", describe_fd(fd));
+        f.add("new GET while memory disabled", res(get_dmabuf(dev, region, O_RDWR_CLOEXEC, PAGE), describe_fd));
+        f.add("set PCI_COMMAND.MEMORY", res(set_memory(dev, cfg_off, true), |v| format!("ok, command={v:#06x}")));
+        f.add("dma-buf after re-enable", describe_fd(fd));
+    }
+    drop(fd);
+
+    // 3. VFIO_DEVICE_RESET with a live dma-buf.
+    let mut f = Facts(facts, "reset-live");
+    let fd = get_dmabuf(dev, region, O_RDWR_CLOEXEC, PAGE);
+    f.add("DMA_BUF GET [0,page)", created(&fd));
+    let flags = dev.info().map(|i| i.flags).unwrap_or(0);
+    f.add("VFIO_DEVICE_INFO reset flag", format!("{}", flags & uapi::VFIO_DEVICE_FLAGS_RESET != 0));
+    f.add(
+        "VFIO_DEVICE_RESET",
+        match dev.reset() {
+            Ok(()) => "ok".into(),
+            Err(e) => errno_text(e),
+        },
+    );
+    if let Ok(fd) = &fd {
+        f.add("dma-buf after reset", describe_fd(fd));
+    }
+    f.add("new GET after reset", res(get_dmabuf(dev, region, O_RDWR_CLOEXEC, PAGE), describe_fd));
+    drop(fd);
+
+    // 4. What open_flags do to the fd.
+    let mut f = Facts(facts, "open-flags");
+    for (name, flags) in [
+        ("0 (O_RDONLY)", 0u32),
+        ("O_WRONLY", 1),
+        ("O_RDWR", 2),
+        ("3 (O_ACCMODE)", 3),
+        ("O_RDWR|O_CLOEXEC", O_RDWR_CLOEXEC),
+        ("O_RDWR|O_NONBLOCK", 2 | 0o4000),
+        ("O_RDWR|O_APPEND", 2 | 0o2000),
+        ("0xffffffff", u32::MAX),
+    ] {
+        let r = get_dmabuf(dev, region, flags, PAGE).map(|fd| {
+            let fl = fcntl(&fd, FcntlArg::F_GETFL).map(|v| format!("{v:#o}")).unwrap_or_else(errno_text);
+            let fd_flags = fcntl(&fd, FcntlArg::F_GETFD)
+                .map(|v| format!("{}", FdFlag::from_bits_truncate(v).contains(FdFlag::FD_CLOEXEC)))
+                .unwrap_or_else(errno_text);
+            format!("F_GETFL={fl} FD_CLOEXEC={fd_flags}")
+        });
+        f.add(&format!("open_flags {name}"), res(r, Clone::clone));
+    }
+
+    // 5. read() and mmap on a dma-buf.
+    let mut f = Facts(facts, "dmabuf-io");
+    let fd = get_dmabuf(dev, region, O_RDWR_CLOEXEC, PAGE);
+    if let Ok(fd) = &fd {
+        let mut b = [0u8; 64];
+        f.add(
+            "read(64)",
+            match nix::unistd::read(fd, &mut b) {
+                Ok(n) => format!("ok {n} bytes"),
+                Err(e) => errno_text(e),
+            },
+        );
+        f.add(
+            "write(64)",
+            match nix::unistd::write(fd, &b) {
+                Ok(n) => format!("ok {n} bytes"),
+                Err(e) => errno_text(e),
+            },
+        );
+        f.add(
+            "lseek(0, SEEK_SET)",
+            match nix::unistd::lseek(fd, 0, Whence::SeekSet) {
+                Ok(n) => format!("ok {n}"),
+                Err(e) => errno_text(e),
+            },
+        );
+        f.add(
+            "lseek(1, SEEK_CUR)",
+            match nix::unistd::lseek(fd, 1, Whence::SeekCur) {
+                Ok(n) => format!("ok {n}"),
+                Err(e) => errno_text(e),
+            },
+        );
+        for (name, prot) in [
+            ("mmap(PROT_READ)", ProtFlags::PROT_READ),
+            ("mmap(PROT_READ|PROT_WRITE)", ProtFlags::PROT_READ | ProtFlags::PROT_WRITE),
+        ] {
+            let page = std::num::NonZeroUsize::new(PAGE as usize).expect("page size is not zero");
+            f.add(
+                name,
+                match mmap_probe(fd.as_fd(), page, prot) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => errno_text(e),
+                },
+            );
+        }
+    }
+
+    // 6. The device fd closed while the dma-buf lives (last: it consumes the fd).
+    let mut f = Facts(facts, "device-closed-live");
+    let fd = get_dmabuf(dev, region, O_RDWR_CLOEXEC, PAGE);
+    f.add("DMA_BUF GET [0,page)", created(&fd));
+    drop(o.device.take());
+    if let Ok(fd) = &fd {
+        f.add("dma-buf after device fd close", describe_fd(fd));
+        let mut b = [0u8; 8];
+        f.add(
+            "read after device fd close",
+            match nix::unistd::read(fd, &mut b) {
+                Ok(n) => format!("ok {n} bytes"),
+                Err(e) => errno_text(e),
+            },
+        );
+    }
+    let bdf = o.info.bdf.clone();
+    match o.group.device(&bdf) {
+        Ok(d) => {
+            f.add("reopen device while dma-buf lives", "ok");
+            f.add("GET on reopened device", res(get_dmabuf(&d, region, O_RDWR_CLOEXEC, PAGE), describe_fd));
+            o.device = Some(d);
+        }
+        Err(e) => f.add("reopen device while dma-buf lives", errno_text(e)),
+    }
+    drop(fd);
+    f.add("dma-buf closed", "ok");
+}
+
+fn send(report: &GuestReport, results: &[u8]) -> GResult<()> {
+    let port = find_port()?;
+    let mut out = fs::OpenOptions::new().write(true).open(&port).map_err(|e| format!("open {port}: {e}"))?;
+    let mut line = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    out.write_all(&line).map_err(|e| format!("write {port}: {e}"))?;
+    out.write_all(results).map_err(|e| format!("write {port}: {e}"))?;
+    out.flush().map_err(|e| format!("flush {port}: {e}"))
+}
+
+/// `/dev/vportNpM` whose port name is [`OUTPUT_PORT_NAME`] (no udev here to
+/// make the /dev/virtio-ports/ symlinks).
+fn find_port() -> GResult<String> {
+    let dir = fs::read_dir("/sys/class/virtio-ports").map_err(|e| format!("no virtio-ports in sysfs: {e}"))?;
+    for e in dir.flatten() {
+        let name = fs::read_to_string(e.path().join("name")).unwrap_or_default();
+        if name.trim() == OUTPUT_PORT_NAME {
+            return Ok(format!("/dev/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    Err(format!("no virtio-serial port named {OUTPUT_PORT_NAME}"))
+}

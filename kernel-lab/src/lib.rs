@@ -1,0 +1,40 @@
+//! The kernel lab: real Debian kernels as the oracle for the validator.
+//!
+//! - [`gen`]: deterministic request generators biased to the edges.
+//! - [`proto`]: what the guest sends back, and sysfs parsing.
+//! - [`diff`]: predictions with `validator::validate(.., Policy::Linux)` and
+//!   disagreement classes.
+//! - [`host`]: fetching kernels, building the initramfs, booting QEMU.
+#![forbid(unsafe_code)]
+
+pub mod diff;
+pub mod gen;
+pub mod host;
+pub mod proto;
+
+/// The vfio modules in load order, with their parameters. Without
+/// modules.dep there is no modprobe: the order is the dependency order.
+/// `allow_unsafe_interrupts`: QEMU's intel-iommu without interrupt remapping.
+pub const GUEST_MODULES: &[(&str, &str)] = &[
+    ("irqbypass", ""),
+    ("vfio", ""),
+    ("vfio_iommu_type1", "allow_unsafe_interrupts=1"),
+    ("vfio-pci-core", ""),
+    ("vfio-pci", ""),
+];
+
+/// Where each module lives under `/lib/modules/<abi>/kernel/`.
+pub const GUEST_MODULE_PATHS: &[&str] = &[
+    "virt/lib/irqbypass",
+    "drivers/vfio/vfio",
+    "drivers/vfio/vfio_iommu_type1",
+    "drivers/vfio/pci/vfio-pci-core",
+    "drivers/vfio/pci/vfio-pci",
+];
+
+/// The lab's devices in generator order: name, sysfs vendor, sysfs device.
+pub const LAB_DEVICES: &[(&str, &str, &str)] =
+    &[("ivshmem-plain", "0x1af4", "0x1110"), ("pci-testdev", "0x1b36", "0x0005"), ("edu", "0x1234", "0x11e8")];
+
+/// The virtio-serial port name the guest writes its report to.
+pub const OUTPUT_PORT_NAME: &str = "nrlab";

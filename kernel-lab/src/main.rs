@@ -1,0 +1,217 @@
+//! `kernel-lab`: the real kernel as the validator's oracle.
+//!
+//! Fetches a Debian kernel (>= 6.19, cached), builds the static guest and an
+//! initramfs, boots QEMU (TCG, q35, intel-iommu, ivshmem-plain, pci-testdev,
+//! edu), runs a seeded batch of `VFIO_DEVICE_FEATURE(DMA_BUF)` requests plus
+//! scenarios in the guest, and diffs every answer against
+//! `validator::validate(.., Policy::Linux)`.
+//!
+//! Exit status: 0 when kernel and validator agree on every case, 1 when they
+//! disagree, 2 when the lab could not run.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kernel_lab::diff::{diff, DiffSummary};
+use kernel_lab::host::{self, progress, KernelRequest, LabError};
+use kernel_lab::proto::{parse_stream, Fact, GuestReport};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kernel-lab",
+    about = "Diff VFIO_DEVICE_FEATURE_DMA_BUF answers of a real kernel (QEMU) against the validator"
+)]
+struct Args {
+    /// Kernel to test: a version prefix (7.2, 7.2.13) or full ABI
+    /// (7.2.13+deb14-cloud-amd64). Default: the newest >= 6.19 cached, or
+    /// available when nothing is cached or with --refresh.
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Ask the Debian mirror for the newest kernel even when one is cached.
+    #[arg(long)]
+    refresh: bool,
+    /// Requests to run in the guest.
+    #[arg(long, default_value_t = 200_000)]
+    cases: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write a JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Skip the scenarios (memory disable, reset, fd close, open_flags, read).
+    #[arg(long)]
+    no_scenarios: bool,
+    /// Deadline for the boot and batch, in seconds (default: 90 + cases / 5000).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Keep the run directory (console log, initramfs, raw guest output).
+    #[arg(long)]
+    keep_run_dir: bool,
+    /// Print at most this many disagreement classes (all go to the report).
+    #[arg(long, default_value_t = 50)]
+    show: usize,
+}
+
+/// The `--report` JSON.
+#[derive(Serialize)]
+struct Report<'a> {
+    kernel: &'a str,
+    kernel_package: String,
+    kernel_note: Option<&'a str>,
+    seed: u64,
+    cases: u64,
+    disagreements: u64,
+    cases_per_sec: f64,
+    guest_loop_seconds: f64,
+    guest_setup_seconds: f64,
+    boot_and_run_seconds: f64,
+    wall_seconds: f64,
+    devices: &'a [kernel_lab::proto::DeviceInfo],
+    kernel_answers: &'a std::collections::BTreeMap<String, u64>,
+    predicted_checks: &'a std::collections::BTreeMap<String, u64>,
+    disagreement_classes: &'a [kernel_lab::diff::DisagreementClass],
+    scenario_facts: &'a [Fact],
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("kernel-lab: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<u64, LabError> {
+    let t0 = Instant::now();
+    let root = host::cache_root()?;
+    let run_dir = host::tempdir(&std::env::temp_dir(), "nr-ranges-lab")?;
+    host::ensure_host_tools(&run_dir.0)?;
+
+    let suites = std::env::var("NR_RANGES_KERNEL_SUITES")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_else(|| host::DEFAULT_SUITES.iter().map(|s| s.to_string()).collect());
+    let req = KernelRequest { wanted: args.kernel.clone(), refresh: args.refresh, suites };
+    let kernel = host::resolve_kernel(&root, &req)?;
+    let t_fetch = t0.elapsed();
+    println!(
+        "kernel under test: {} (package {} from {}; cached in {})",
+        kernel.pkg.abi,
+        kernel.pkg.version,
+        kernel.pkg.suite,
+        kernel.dir.display()
+    );
+
+    progress("building the static guest (cargo build --release --target x86_64-unknown-linux-gnu, +crt-static)");
+    let guest = host::build_guest(&run_dir.0)?;
+    let initramfs = run_dir.0.join("initramfs.cpio");
+    host::build_initramfs(&kernel, &guest, &initramfs)?;
+    let t_build = t0.elapsed();
+
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(90 + args.cases / 5_000));
+    let spec = host::BootSpec {
+        vmlinuz: kernel.vmlinuz(),
+        initramfs,
+        cases: args.cases,
+        seed: args.seed,
+        scenarios: !args.no_scenarios,
+        timeout,
+        run_dir: run_dir.0.clone(),
+    };
+    progress(format!(
+        "booting QEMU (TCG) for {} cases, seed {}, deadline {} s",
+        args.cases,
+        args.seed,
+        timeout.as_secs()
+    ));
+    let tb = Instant::now();
+    let stream = host::boot(&spec);
+    let boot_secs = tb.elapsed().as_secs_f64();
+    if args.keep_run_dir || stream.is_err() {
+        // Keep the evidence of a failure (console log, QEMU log).
+        let kept = run_dir.0.with_extension("kept");
+        if std::fs::rename(&run_dir.0, &kept).is_ok() {
+            progress(format!("run directory kept: {}", kept.display()));
+        }
+    }
+    let (guest_report, observed) = parse_stream(&stream?).map_err(LabError::Stream)?;
+    if let Some(e) = &guest_report.error {
+        return Err(LabError::GuestFailed(e.clone()));
+    }
+    if guest_report.kernel != kernel.pkg.abi {
+        progress(format!("note: the guest reports kernel {}, expected {}", guest_report.kernel, kernel.pkg.abi));
+    }
+
+    let summary = diff(guest_report.seed, &guest_report.devices, &observed);
+    let cases_per_sec = guest_report.cases as f64 / (guest_report.loop_ns.max(1) as f64 / 1e9);
+    print_summary(args, &guest_report, &summary, cases_per_sec);
+    println!(
+        "timing: fetch {:.1} s, build {:.1} s, boot+batch+scenarios {:.1} s (guest setup {:.2} s, loop {:.2} s), total {:.1} s",
+        t_fetch.as_secs_f64(),
+        (t_build - t_fetch).as_secs_f64(),
+        boot_secs,
+        guest_report.setup_ns as f64 / 1e9,
+        guest_report.loop_ns as f64 / 1e9,
+        t0.elapsed().as_secs_f64()
+    );
+
+    if let Some(path) = &args.report {
+        let r = Report {
+            kernel: &guest_report.kernel,
+            kernel_package: format!("{} {} ({})", kernel.pkg.abi, kernel.pkg.version, kernel.pkg.suite),
+            kernel_note: kernel.note.as_deref(),
+            seed: guest_report.seed,
+            cases: summary.cases,
+            disagreements: summary.disagreements,
+            cases_per_sec,
+            guest_loop_seconds: guest_report.loop_ns as f64 / 1e9,
+            guest_setup_seconds: guest_report.setup_ns as f64 / 1e9,
+            boot_and_run_seconds: boot_secs,
+            wall_seconds: t0.elapsed().as_secs_f64(),
+            devices: &guest_report.devices,
+            kernel_answers: &summary.kernel_answers,
+            predicted_checks: &summary.predicted_checks,
+            disagreement_classes: &summary.classes,
+            scenario_facts: &guest_report.facts,
+        };
+        let json = serde_json::to_string_pretty(&r).map_err(|e| LabError::Io(format!("report: {e}")))?;
+        std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;
+        progress(format!("report written to {}", path.display()));
+    }
+    Ok(summary.disagreements)
+}
+
+fn print_summary(args: &Args, g: &GuestReport, s: &DiffSummary, cps: f64) {
+    println!("kernel: {}", g.kernel);
+    for d in &g.devices {
+        println!("device {} {} (group {}): {}", d.name, d.bdf, d.group, d.check_json());
+    }
+    println!("cases: {} (seed {}), {:.0} cases/s in the guest (ioctl loop only)", s.cases, g.seed, cps);
+    let answers: Vec<String> = s.kernel_answers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    println!("kernel answers: {}", answers.join(", "));
+    let checks: Vec<String> = s.predicted_checks.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    println!("validator checks that decided: {}", checks.join(", "));
+    println!("disagreements: {} in {} classes", s.disagreements, s.classes.len());
+    for c in s.classes.iter().take(args.show) {
+        println!(
+            "DISAGREE x{} on {}: validator {} ({}), kernel {}\n  request: {}\n  device:  {}",
+            c.count, c.device_name, c.predicted, c.predicted_check, c.kernel, c.request, c.device
+        );
+    }
+    if !g.facts.is_empty() {
+        println!("scenario facts:");
+        for f in &g.facts {
+            println!("  {:<24} {:<38} {}", f.scenario, f.step, f.result);
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The one invariant checker tests, property tests and fuzzers share.
+
+use crate::sg::max_sg_ent_sz;
+use crate::shim::{Anomaly, DmaBufId, ImporterId, MapPath, MappingId, Shim};
+
+/// A broken invariant: which one, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// An sg entry of a live mapping is empty, not page-aligned (address or
+    /// length), or longer than `MAX_SG_ENT_SZ`.
+    SgEntry {
+        /// The mapping.
+        mapping: MappingId,
+        /// The entry.
+        index: usize,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// The sg lengths of a mapping do not sum to the dma-buf's size.
+    SgSize {
+        /// The mapping.
+        mapping: MappingId,
+        /// Sum of the entries.
+        sum: u64,
+        /// The dma-buf's size.
+        size: u64,
+    },
+    /// Translating the sg table does not walk the requested BAR bytes in
+    /// request order.
+    Walk {
+        /// The mapping.
+        mapping: MappingId,
+        /// Byte offset into the dma-buf where the walk went wrong.
+        at: u64,
+        /// The physical address the request says.
+        want: u64,
+        /// What the peer reaches (`None`: nothing).
+        got: Option<u64>,
+    },
+    /// A revoked dma-buf still has a mapping.
+    RevokedButMapped {
+        /// The dma-buf.
+        dmabuf: DmaBufId,
+    },
+    /// An importer's IOMMU holds translations or IOVA space that no live
+    /// mapping accounts for (a leak), or fewer than they need.
+    IommuAccounting {
+        /// The importer.
+        importer: ImporterId,
+        /// Bytes translated.
+        mapped: u64,
+        /// Bytes of IOVA allocated.
+        allocated: u64,
+        /// Bytes the live mappings account for.
+        expected: u64,
+    },
+    /// An IOMMU's own invariants ([`crate::Iommu::check`]).
+    Iommu {
+        /// The importer.
+        importer: ImporterId,
+        /// The message.
+        what: String,
+    },
+    /// Live allocations differ from what the live objects hold.
+    Kmalloc {
+        /// Allocations the live objects account for.
+        expected: i64,
+        /// Allocations counted.
+        actual: i64,
+    },
+    /// Registrations differ from the dma-bufs that still have a device.
+    Registrations {
+        /// Expected.
+        expected: i64,
+        /// Counted.
+        actual: i64,
+    },
+    /// `vdev->dmabufs` and the dma-bufs' `vdev` disagree.
+    List {
+        /// The dma-buf.
+        dmabuf: DmaBufId,
+    },
+    /// The kernel-faithful mode did something the kernel must not do.
+    Anomaly(Anomaly),
+}
+
+/// Checks every invariant of the model; the first violation found.
+///
+/// - every sg entry of every live mapping is non-empty, page-aligned and at
+///   most `MAX_SG_ENT_SZ` long, and the lengths sum to the dma-buf's size;
+/// - translating each sg table (bus offset, IOMMU page table, or identity)
+///   walks exactly the dma-buf's physical vectors, in request order;
+/// - a revoked dma-buf has no mapping;
+/// - every IOMMU satisfies its own invariants and holds exactly what the
+///   live mappings account for: nothing mapped after unmap or revoke,
+///   nothing leaked after a fault;
+/// - live allocations and registrations match the live objects, and the
+///   device's list holds exactly the dma-bufs that still have the device;
+/// - no anomaly was recorded.
+pub fn check_invariants(shim: &Shim) -> Result<(), Violation> {
+    if let Some(a) = shim.anomalies().first() {
+        return Err(Violation::Anomaly(*a));
+    }
+    let page = shim.device().dev.page_size.bytes();
+    let max = max_sg_ent_sz(page);
+    let mut kmalloc = 0i64;
+    let mut regs = 0i64;
+    for (id, buf) in shim.dma_bufs() {
+        kmalloc += 3;
+        let listed = shim.device().dmabufs().filter(|&d| d == id).count();
+        if listed != usize::from(buf.vdev) {
+            return Err(Violation::List { dmabuf: id });
+        }
+        regs += i64::from(buf.vdev);
+    }
+    for d in shim.device().dmabufs() {
+        if shim.dma_buf(d).is_none() {
+            return Err(Violation::List { dmabuf: d });
+        }
+    }
+    let mut expected_iommu: Vec<u64> = shim.importers().map(|_| 0).collect();
+    for (mid, m) in shim.mappings() {
+        kmalloc += 2 + i64::from(m.state.is_some());
+        let att = shim.attachment(m.attachment).expect("a mapping's attachment is live");
+        let buf = shim.dma_buf(att.dmabuf).expect("an attachment's dma-buf is live");
+        if buf.revoked {
+            return Err(Violation::RevokedButMapped { dmabuf: att.dmabuf });
+        }
+        if m.path() != MapPath::BusAddr && shim.importer(att.importer).iommu.is_some() {
+            expected_iommu[att.importer.0] += m.size;
+        }
+        let mut sum = 0u64;
+        for (index, e) in m.sgt.entries.iter().enumerate() {
+            let len = e.dma_length as u64;
+            let what = if len == 0 {
+                Some("empty")
+            } else if (e.dma_address | len) & (page - 1) != 0 {
+                Some("not page-aligned")
+            } else if len > max {
+                Some("longer than MAX_SG_ENT_SZ")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(Violation::SgEntry { mapping: mid, index, what });
+            }
+            sum += len;
+        }
+        if sum != buf.size {
+            return Err(Violation::SgSize { mapping: mid, sum, size: buf.size });
+        }
+        walk(shim, mid, att.importer, &buf.phys_vec, &m.sgt.entries)?;
+    }
+    kmalloc += shim.counters().attachments as i64;
+    for (iid, imp) in shim.importers() {
+        let Some(iommu) = &imp.iommu else { continue };
+        iommu.check().map_err(|what| Violation::Iommu { importer: iid, what })?;
+        let (mapped, allocated) = (iommu.mapped_bytes(), iommu.allocated_bytes());
+        let expected = expected_iommu[iid.0];
+        if mapped != expected || allocated != expected {
+            return Err(Violation::IommuAccounting { importer: iid, mapped, allocated, expected });
+        }
+    }
+    let c = shim.counters();
+    if c.kmalloc_live != kmalloc {
+        return Err(Violation::Kmalloc { expected: kmalloc, actual: c.kmalloc_live });
+    }
+    if c.registrations != regs {
+        return Err(Violation::Registrations { expected: regs, actual: c.registrations });
+    }
+    Ok(())
+}
+
+/// Walks the sg table through what the importer reaches and compares it,
+/// byte run by byte run, with the physical vectors.
+fn walk(
+    shim: &Shim,
+    mid: MappingId,
+    importer: ImporterId,
+    phys: &[validator::PhysVec],
+    entries: &[crate::SgEntry],
+) -> Result<(), Violation> {
+    let mut r = 0usize;
+    let mut off = 0u64;
+    let mut at = 0u64;
+    for e in entries {
+        let mut addr = e.dma_address;
+        let mut left = e.dma_length as u64;
+        while left != 0 {
+            let Some(pv) = phys.get(r) else {
+                return Err(Violation::Walk { mapping: mid, at, want: 0, got: Some(addr) });
+            };
+            let want = pv.paddr + off;
+            let got = shim.peer_reach(importer, addr);
+            let Some((_, run)) = got.filter(|(p, _)| *p == want) else {
+                return Err(Violation::Walk { mapping: mid, at, want, got: got.map(|g| g.0) });
+            };
+            let step = run.min(left).min(pv.len - off);
+            addr += step;
+            left -= step;
+            off += step;
+            at += step;
+            if off == pv.len {
+                r += 1;
+                off = 0;
+            }
+        }
+    }
+    if r != phys.len() {
+        let want = phys.get(r).map_or(0, |p| p.paddr + off);
+        return Err(Violation::Walk { mapping: mid, at, want, got: None });
+    }
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! An importer's IOMMU domain: an IOVA allocator over an aperture and a page
+//! table from IOVA to physical address, both kept as interval maps so that an
+//! 8 GiB mapping costs one record, not two million PTEs.
+
+use std::collections::{BTreeMap, VecDeque};
+
+/// One mapped extent of the page table: `len` bytes at `iova` translate to
+/// `paddr..paddr + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Extent {
+    /// First IOVA of the extent.
+    pub iova: u64,
+    /// Length in bytes (page multiple, non-zero).
+    pub len: u64,
+    /// Physical address `iova` translates to.
+    pub paddr: u64,
+}
+
+impl Extent {
+    fn end(&self) -> u64 {
+        self.iova + self.len
+    }
+}
+
+/// One recorded IOMMU operation (when logging is on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IommuOp {
+    /// IOVA space `[iova, iova + len)` allocated (`alloc_iova_fast()`).
+    AllocIova {
+        /// Start.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
+    /// IOVA space released (`free_iova_fast()`).
+    FreeIova {
+        /// Start.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Translation installed (`iommu_map()`).
+    Map(Extent),
+    /// Translations removed (`iommu_unmap()`), `len` bytes from `iova`.
+    Unmap {
+        /// Start.
+        iova: u64,
+        /// Length.
+        len: u64,
+    },
+    /// An unmap of length 0 (the kernel-faithful unwind unmapping a never
+    /// filled sg entry): nothing changes, but it is recorded.
+    SpuriousUnmap {
+        /// The (zero) address that was passed.
+        iova: u64,
+    },
+}
+
+/// Totals of operations, for tests and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IommuStats {
+    /// Calls of [`Iommu::map`] that installed a translation.
+    pub maps: u64,
+    /// Calls of [`Iommu::unmap`] with a non-zero length.
+    pub unmaps: u64,
+    /// Zero-length unmaps (see [`IommuOp::SpuriousUnmap`]).
+    pub spurious_unmaps: u64,
+    /// Maps refused because the IOVA was already translated (EEXIST).
+    pub collisions: u64,
+    /// Frees of IOVA space that was not allocated.
+    pub bad_frees: u64,
+}
+
+/// The state that must be identical before and after a failed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IommuSnapshot {
+    /// Allocated IOVA spans (merged), start to end.
+    pub allocated: Vec<(u64, u64)>,
+    /// The page table.
+    pub extents: Vec<Extent>,
+}
+
+/// An IOMMU domain with the DMA-API's IOVA allocator (`struct iova_domain`)
+/// and its page table (`struct iommu_domain`).
+///
+/// Simplifications against `drivers/iommu/iova.c`: allocation is first-fit
+/// bottom-up from a cursor, at page granularity, without the power-of-two
+/// rounding and size alignment `iommu_dma_alloc_iova()` applies to small
+/// sizes, and without the per-CPU caches.
+///
+/// # Invariants
+/// `allocated` spans are disjoint, non-adjacent (merged), page-aligned and
+/// inside the aperture; `extents` are sorted by IOVA, disjoint, non-empty;
+/// every mapped extent lies inside allocated IOVA space. Checked by
+/// [`Iommu::check`], which [`crate::check_invariants`] calls.
+#[derive(Debug, Clone)]
+pub struct Iommu {
+    aperture_start: u64,
+    aperture_end: u64,
+    page: u64,
+    cursor: u64,
+    /// start -> end (exclusive). Adjacent allocations merge, so a run of
+    /// per-range `dma_map_phys()` calls costs one record.
+    allocated: BTreeMap<u64, u64>,
+    /// Sorted by `iova`. A deque because the common patterns are "map at
+    /// the end" and "unmap from the front", both O(1) here.
+    extents: VecDeque<Extent>,
+    stats: IommuStats,
+    log: Option<Vec<IommuOp>>,
+}
+
+impl Iommu {
+    /// A domain whose IOVA aperture is `[start, end)`, both page-aligned.
+    pub fn new(aperture_start: u64, aperture_end: u64, page: u64) -> Self {
+        Self {
+            aperture_start,
+            aperture_end,
+            page,
+            cursor: aperture_start,
+            allocated: BTreeMap::new(),
+            extents: VecDeque::new(),
+            stats: IommuStats::default(),
+            log: None,
+        }
+    }
+
+    /// Turns the operation log on (tests) or off (benchmarks).
+    pub fn set_logging(&mut self, on: bool) {
+        self.log = on.then(Vec::new);
+    }
+
+    /// The operations recorded since logging was turned on.
+    pub fn log(&self) -> &[IommuOp] {
+        self.log.as_deref().unwrap_or(&[])
+    }
+
+    fn record(&mut self, op: IommuOp) {
+        if let Some(l) = &mut self.log {
+            l.push(op);
+        }
+    }
+
+    /// Operation totals.
+    pub fn stats(&self) -> IommuStats {
+        self.stats
+    }
+
+    /// The aperture `[start, end)`.
+    pub fn aperture(&self) -> (u64, u64) {
+        (self.aperture_start, self.aperture_end)
+    }
+
+    /// The mapped extents, in IOVA order.
+    pub fn extents(&self) -> impl Iterator<Item = &Extent> {
+        self.extents.iter()
+    }
+
+    /// Whether nothing is mapped and no IOVA space is allocated.
+    pub fn is_idle(&self) -> bool {
+        self.extents.is_empty() && self.allocated.is_empty()
+    }
+
+    /// Bytes currently translated.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.extents.iter().map(|e| e.len).sum()
+    }
+
+    /// Bytes of IOVA space currently allocated.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.iter().map(|(s, e)| e - s).sum()
+    }
+
+    /// The state a failed call must leave untouched.
+    pub fn snapshot(&self) -> IommuSnapshot {
+        IommuSnapshot {
+            allocated: self.allocated.iter().map(|(s, e)| (*s, *e)).collect(),
+            extents: self.extents.iter().copied().collect(),
+        }
+    }
+
+    /// Model memory held by the domain: the deque's capacity plus an
+    /// estimate of the allocator map (B-tree leaves are about half full, so
+    /// twice the payload).
+    pub fn model_bytes(&self) -> usize {
+        self.extents.capacity() * size_of::<Extent>() + self.allocated.len() * 2 * 2 * size_of::<u64>()
+    }
+
+    fn is_free(&self, start: u64, end: u64) -> bool {
+        if let Some((_, &e)) = self.allocated.range(..=start).next_back() {
+            if e > start {
+                return false;
+            }
+        }
+        self.allocated.range(start..end).next().is_none()
+    }
+
+    fn insert_span(&mut self, mut start: u64, mut end: u64) {
+        if let Some((&s, &e)) = self.allocated.range(..=start).next_back() {
+            if e == start {
+                self.allocated.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(&e2) = self.allocated.get(&end) {
+            self.allocated.remove(&end);
+            end = e2;
+        }
+        self.allocated.insert(start, end);
+    }
+
+    /// `alloc_iova_fast()`: `len` bytes (page multiple, non-zero) of IOVA
+    /// space, or `None` when the aperture has no hole that large.
+    pub fn alloc_iova(&mut self, len: u64) -> Option<u64> {
+        if len == 0 || len % self.page != 0 {
+            return None;
+        }
+        let fits = |s: u64| s.checked_add(len).is_some_and(|e| e <= self.aperture_end);
+        let start = if fits(self.cursor) && self.is_free(self.cursor, self.cursor + len) {
+            self.cursor
+        } else {
+            // First fit over the holes between allocated spans.
+            let mut candidate = self.aperture_start;
+            let mut found = None;
+            for (&s, &e) in &self.allocated {
+                if candidate.checked_add(len).is_some_and(|end| end <= s) {
+                    found = Some(candidate);
+                    break;
+                }
+                candidate = candidate.max(e);
+            }
+            match found {
+                Some(s) => s,
+                None if fits(candidate) => candidate,
+                None => return None,
+            }
+        };
+        self.insert_span(start, start + len);
+        self.cursor = start + len;
+        self.record(IommuOp::AllocIova { iova: start, len });
+        Some(start)
+    }
+
+    /// `free_iova_fast()`: releases `[iova, iova + len)`, which must lie
+    /// inside one allocated span (a piece of one is fine: the kernel's
+    /// piecewise unmap of a split sg entry frees pieces). Returns false, and
+    /// counts a bad free, otherwise.
+    pub fn free_iova(&mut self, iova: u64, len: u64) -> bool {
+        let end = match iova.checked_add(len) {
+            Some(e) if len != 0 => e,
+            _ => {
+                self.stats.bad_frees += 1;
+                return false;
+            }
+        };
+        let Some((&s, &e)) = self.allocated.range(..=iova).next_back() else {
+            self.stats.bad_frees += 1;
+            return false;
+        };
+        if e < end {
+            self.stats.bad_frees += 1;
+            return false;
+        }
+        self.allocated.remove(&s);
+        if s < iova {
+            self.allocated.insert(s, iova);
+        }
+        if end < e {
+            self.allocated.insert(end, e);
+        }
+        self.record(IommuOp::FreeIova { iova, len });
+        true
+    }
+
+    /// Index of the first extent that ends after `iova`.
+    fn first_after(&self, iova: u64) -> usize {
+        self.extents.partition_point(|x| x.end() <= iova)
+    }
+
+    /// `iommu_map()`: installs `len` bytes at `iova` to `paddr`. Refuses
+    /// (EEXIST, as io-pgtable-arm does) if any of it is already translated,
+    /// and then changes nothing.
+    pub fn map(&mut self, iova: u64, paddr: u64, len: u64) -> Result<(), crate::ShimErrno> {
+        let end = iova.checked_add(len).ok_or(crate::ShimErrno::EINVAL)?;
+        if len == 0 {
+            return Err(crate::ShimErrno::EINVAL);
+        }
+        let i = self.first_after(iova);
+        if self.extents.get(i).is_some_and(|x| x.iova < end) {
+            self.stats.collisions += 1;
+            return Err(crate::ShimErrno::EEXIST);
+        }
+        let ext = Extent { iova, len, paddr };
+        if i == self.extents.len() {
+            self.extents.push_back(ext);
+        } else {
+            self.extents.insert(i, ext);
+        }
+        self.stats.maps += 1;
+        self.record(IommuOp::Map(ext));
+        Ok(())
+    }
+
+    /// `iommu_unmap()`: removes every translation in `[iova, iova + len)`,
+    /// splitting extents that straddle the edges. Returns the bytes that
+    /// were translated. A zero length is recorded as spurious and does
+    /// nothing.
+    pub fn unmap(&mut self, iova: u64, len: u64) -> u64 {
+        if len == 0 {
+            self.stats.spurious_unmaps += 1;
+            self.record(IommuOp::SpuriousUnmap { iova });
+            return 0;
+        }
+        let end = iova.saturating_add(len);
+        let mut i = self.first_after(iova);
+        let mut removed = 0;
+        while let Some(&x) = self.extents.get(i) {
+            if x.iova >= end {
+                break;
+            }
+            let lo = x.iova.max(iova);
+            let hi = x.end().min(end);
+            removed += hi - lo;
+            let head = (x.iova < lo).then(|| Extent { iova: x.iova, len: lo - x.iova, paddr: x.paddr });
+            let tail = (hi < x.end()).then(|| Extent { iova: hi, len: x.end() - hi, paddr: x.paddr + (hi - x.iova) });
+            match (head, tail) {
+                (None, None) => {
+                    if i == 0 {
+                        self.extents.pop_front();
+                    } else {
+                        self.extents.remove(i);
+                    }
+                }
+                (Some(h), None) => {
+                    self.extents[i] = h;
+                    i += 1;
+                }
+                (None, Some(t)) => {
+                    self.extents[i] = t;
+                    i += 1;
+                }
+                (Some(h), Some(t)) => {
+                    self.extents[i] = h;
+                    self.extents.insert(i + 1, t);
+                    i += 2;
+                }
+            }
+        }
+        self.stats.unmaps += 1;
+        self.record(IommuOp::Unmap { iova, len });
+        removed
+    }
+
+    /// What a DMA to `iova` reaches: the physical address and how many bytes
+    /// from there on stay physically contiguous within the same extent.
+    pub fn translate(&self, iova: u64) -> Option<(u64, u64)> {
+        let i = self.first_after(iova);
+        let x = self.extents.get(i)?;
+        (x.iova <= iova).then(|| (x.paddr + (iova - x.iova), x.end() - iova))
+    }
+
+    /// Checks the type's invariants; the first violation, if any.
+    pub fn check(&self) -> Result<(), String> {
+        let mut prev_end = None;
+        for (&s, &e) in &self.allocated {
+            if s >= e || s % self.page != 0 || e % self.page != 0 {
+                return Err(format!("bad IOVA span {s:#x}..{e:#x}"));
+            }
+            if s < self.aperture_start || e > self.aperture_end {
+                return Err(format!("IOVA span {s:#x}..{e:#x} outside the aperture"));
+            }
+            if prev_end.is_some_and(|p| p >= s) {
+                return Err(format!("IOVA spans overlap or touch at {s:#x}"));
+            }
+            prev_end = Some(e);
+        }
+        let mut prev: Option<Extent> = None;
+        for x in &self.extents {
+            if x.len == 0 {
+                return Err(format!("empty extent at {:#x}", x.iova));
+            }
+            if prev.is_some_and(|p| p.end() > x.iova) {
+                return Err(format!("extents overlap at {:#x}", x.iova));
+            }
+            match self.allocated.range(..=x.iova).next_back() {
+                Some((_, &e)) if e >= x.end() => {}
+                _ => return Err(format!("extent at {:#x} maps unallocated IOVA space", x.iova)),
+            }
+            prev = Some(*x);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! The kernel side of `VFIO_DEVICE_FEATURE_DMA_BUF` as a model (Linux 7.2).
+//!
+//! The validator says whether the kernel accepts a request; this crate says
+//! what the kernel then builds and how it behaves over time: which DMA
+//! addresses a peer device sees and through which path, what reset, close
+//! and memory-disable do, and what a failure halfway through a mapping
+//! leaves behind.
+//!
+//! | Rust | C |
+//! | --- | --- |
+//! | [`Shim::export`] | `vfio_pci_core_feature_dma_buf()` |
+//! | [`Shim::attach`] | `dma_buf_dynamic_attach()` + `vfio_pci_dma_buf_attach()` / `_pin()` |
+//! | [`Shim::map`] | `vfio_pci_dma_buf_map()` → `dma_buf_phys_vec_to_sgt()` |
+//! | [`Shim::unmap`] | `vfio_pci_dma_buf_unmap()` → `dma_buf_free_sgt()` |
+//! | [`Shim::close_fd`] / [`Shim::detach`] | `dma_buf_put()` → `vfio_pci_dma_buf_release()` |
+//! | [`Shim::set_memory_enabled`], [`Shim::reset`] | `vfio_pci_dma_buf_move()` |
+//! | [`Shim::close_device`] | `vfio_pci_dma_buf_cleanup()` |
+//! | [`P2pMapType`], [`P2pProvider`] | `enum pci_p2pdma_map_type`, `struct p2pdma_provider` |
+//! | [`Iommu`] | `struct iova_domain` + `struct iommu_domain` (dma-iommu) |
+//! | [`SgTable`], [`calc_sg_nents`], [`max_sg_ent_sz`] | `struct sg_table`, `calc_sg_nents()`, `MAX_SG_ENT_SZ` |
+//! | [`DmaBufDma`], [`IovaState`] | `struct dma_buf_dma`, `struct dma_iova_state` |
+//!
+//! [`check_invariants`] is the one checker every test and fuzzer calls.
+//!
+//! # Kernel-faithful mode
+//!
+//! [`Fidelity::Kernel`] reproduces the error paths and one data path as
+//! written in Linux 7.2 (read from `drivers/dma-buf/dma-buf-mapping.c`,
+//! `drivers/vfio/pci/vfio_pci_dmabuf.c` and `drivers/iommu/dma-iommu.c`);
+//! [`Fidelity::Fixed`] (the default) is the alternative proposed for the
+//! RFC. The differences, each covered by a test in `tests/faults.rs` or
+//! `tests/paths.rs`:
+//!
+//! 1. **IOVA link offset** (`dma_buf_phys_vec_to_sgt()`): every range is
+//!    linked with `dma_iova_link(dev, state, paddr, 0, len, ...)`, offset 0,
+//!    and `dma_iova_link()` maps at `state->addr + offset`. So with more
+//!    than one range on the IOVA path, range 1 lands on the IOVA of range 0.
+//!    What follows depends on the IOMMU driver: io-pgtable-arm refuses the
+//!    existing PTE (EEXIST), which is what the model does: the map fails and
+//!    is unwound. A driver that overwrites or keeps the old PTE instead would
+//!    return an sg entry covering `size` bytes of which only the first
+//!    range's length is translated, to the wrong range. Fixed: offset =
+//!    `mapped_len`. (Uncertain: driver behaviour on an existing PTE was not
+//!    checked per driver; confirm on hardware with `nr_ranges >= 2` through
+//!    an IOMMU.)
+//! 2. **IOVA leak on the first link failure**: `err_unmap_dma` does nothing
+//!    when `i == 0`, so if `dma_iova_link()` fails for range 0 the span from
+//!    `dma_iova_try_alloc()` is never freed. Fixed: `dma_iova_free()`.
+//! 3. **IOVA leak when `sg_alloc_table()` fails** after a successful
+//!    `dma_iova_try_alloc()`: `err_free_state` only `kfree()`s the state.
+//!    Fixed: `dma_iova_free()` first.
+//! 4. **Unmapping unfilled entries**: on a per-range `dma_map_phys()` failure
+//!    at range `i > 0`, the unwind walks all `nents` entries with
+//!    `for_each_sgtable_dma_sg()`, including the zeroed ones never filled,
+//!    calling `dma_unmap_phys(dev, 0, 0, ...)` for each. The model records
+//!    these ([`Events::spurious_unmaps`]) and otherwise ignores them; what a
+//!    real dma-iommu does with (0, 0) was not verified. Fixed: unmap exactly
+//!    the `i` ranges mapped, one `dma_unmap_phys()` per `dma_map_phys()`.
+//! 5. **`dma_buf_fd()` failure** in `vfio_pci_core_feature_dma_buf()`:
+//!    `err_dma_buf` calls `dma_buf_put()`, which drops the last reference and
+//!    (deferred) runs `vfio_pci_dma_buf_release()`: list removal,
+//!    registration put, `kfree(phys_vec)`, `kfree(priv)`. The error path
+//!    then falls through `err_dev_put` and `err_free_phys`, putting the
+//!    registration and freeing `phys_vec` and `priv` a second time; the
+//!    deferred release then reads the freed `priv`. Reachable from user
+//!    space with a full fd table (EMFILE). The model records the double
+//!    put, the double frees and the use-after-free ([`Anomaly`]). Fixed:
+//!    return right after `dma_buf_put()`.
+//!
+//! Also flagged, identical in both modes: a range longer than
+//! `MAX_SG_ENT_SZ` on the per-range path is mapped by one `dma_map_phys()`
+//! but unmapped by `dma_buf_free_sgt()` in `MAX_SG_ENT_SZ` pieces, one
+//! `dma_unmap_phys()` per sg entry. The model's allocator accepts piecewise
+//! frees; dma-iommu's `free_iova()` of the first piece may release the whole
+//! IOVA node while the rest is still mapped (not verified). And on the
+//! BUS_ADDR path, revocation tears nothing down in any IOMMU: the peer still
+//! reaches the BAR by bus address until it stops on its own
+//! ([`Shim::peer_reach`]).
+//!
+//! # Revocation as modelled
+//!
+//! `vfio_pci_dma_buf_move()` and `vfio_pci_dma_buf_cleanup()` call
+//! `dma_buf_move_notify()` for each listed dma-buf; importers must be dynamic
+//! (`vfio_pci_dma_buf_pin()` returns EOPNOTSUPP, so a static importer cannot
+//! attach). Per the 7.2 revoke semantics the model assumes (from the
+//! dma-buf revoke series; not read from a 7.2 tree), a revocation returns
+//! only once every importer has unmapped: importers that unmap inside
+//! `move_notify` do so at once, the others are waited for
+//! ([`Events::revoke_waits`]). Release is modelled synchronously, so every
+//! listed dma-buf's file is live (`get_file_active()` always succeeds).
+//!
+//! # Simplifications
+//!
+//! The IOVA allocator is first-fit from a cursor at page granularity (no
+//! power-of-two rounding, no per-CPU caches); `dma_iova_link()`/`iommu_map()`
+//! are atomic per call; `dma_map_phys()` on dma-direct returns the physical
+//! address unchanged; the device never unregisters, so
+//! `vfio_device_try_get_registration()` always succeeds.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod check;
+mod errno;
+mod fault;
+mod iommu;
+mod p2p;
+mod sg;
+mod shim;
+
+pub use check::{check_invariants, Violation};
+pub use errno::ShimErrno;
+pub use fault::{FaultPlan, FaultSite, Fidelity};
+pub use iommu::{Extent, Iommu, IommuOp, IommuSnapshot, IommuStats};
+pub use p2p::{P2pMapType, P2pProvider};
+pub use sg::{calc_sg_nents, max_sg_ent_sz, SgEntry, SgTable};
+pub use shim::{
+    Anomaly, AttachError, Attachment, AttachmentId, Config, Counters, DmaBuf, DmaBufDma, DmaBufId, DmaOps, Events,
+    ExportError, Importer, ImporterDesc, ImporterId, IovaState, MapError, MapPath, MappingId, Shim, Snapshot,
+    VfioPciCoreDevice,
+};
+pub use validator::{Bar, BarKind, Device, PageSize, PhysVec, Policy, Reject};
