@@ -25,8 +25,11 @@
 //! # Kernel-faithful mode
 //!
 //! [`Fidelity::Kernel`] reproduces the error paths and one data path as
-//! written in Linux 7.2 (read from `drivers/dma-buf/dma-buf-mapping.c`,
-//! `drivers/vfio/pci/vfio_pci_dmabuf.c` and `drivers/iommu/dma-iommu.c`);
+//! written in `drivers/dma-buf/dma-buf-mapping.c`,
+//! `drivers/vfio/pci/vfio_pci_dmabuf.c` and `drivers/iommu/dma-iommu.c` of
+//! the torvalds/linux trees read for this model (6.19 through 7.0; no 7.2
+//! source was at hand, and the kernel lab's importer, issue 7, is what will
+//! confirm each point on the real 7.2 kernel);
 //! [`Fidelity::Fixed`] (the default) is the alternative proposed for the
 //! RFC. The differences, each covered by a test in `tests/faults.rs` or
 //! `tests/paths.rs`:
