@@ -34,6 +34,11 @@ if [ -d kmod-shim ] && [ -d kmod-shim/benches ]; then
     cargo bench -p nr-ranges-kmod-shim --locked -- --test
 fi
 
+if [ -d rfc ]; then
+    step "RFC evidence, quick and offline (writes target/rfc-quick/, not rfc/evidence/)"
+    cargo run --release --locked -p rfc -- --quick --offline
+fi
+
 if [ -d kernel-lab ] && [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     step "kernel lab, reduced: the real kernel against the validator"
     cargo run --release --locked -p kernel-lab -- --kernel 7.2 --cases 20000 --seed 1 --report target/kernel-lab.json

@@ -1,0 +1,186 @@
+//! The semantics table, generated from the validator: every check of
+//! [`Reject::ALL`], in precedence order, with its errno, its kernel function
+//! and the policy that makes it. The descriptions are the variants' own doc
+//! comments, read from the validator's source at build time, so nothing in
+//! the table is copied by hand.
+
+use std::collections::BTreeMap;
+
+use validator::Reject;
+
+/// The validator's `Reject` source, for the variants' doc comments.
+const REJECT_SRC: &str = include_str!("../../validator/src/reject.rs");
+/// The validator's crate source, for `Policy::Strict`'s rules.
+const VALIDATOR_SRC: &str = include_str!("../../validator/src/lib.rs");
+
+/// One row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Row {
+    /// Precedence: 1 is checked first.
+    pub precedence: usize,
+    /// The `Reject` variant.
+    pub check: &'static str,
+    /// errno name.
+    pub errno: &'static str,
+    /// errno number.
+    pub errno_code: i32,
+    /// Kernel function (or "nr-ranges Strict policy").
+    pub function: &'static str,
+    /// `Linux + Strict` or `Strict only`.
+    pub policy: &'static str,
+    /// Whether the check is per range (reports the first failing range).
+    pub per_range: bool,
+    /// The variant's doc comment, one line.
+    pub description: String,
+}
+
+/// The doc comments of `pub enum Reject`'s variants, by variant name.
+pub fn variant_docs(src: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(start) = src.find("pub enum Reject") else { return out };
+    let body = &src[start..];
+    let body = &body[..body.find("\n}\n").unwrap_or(body.len())];
+    let mut doc: Vec<&str> = Vec::new();
+    let mut depth = 0usize;
+    for line in body.lines().skip(1) {
+        let t = line.trim();
+        if depth == 0 {
+            if let Some(d) = t.strip_prefix("///") {
+                doc.push(d.trim());
+                continue;
+            }
+            let name: String = t.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if !name.is_empty() && !doc.is_empty() {
+                out.insert(name, doc.join(" "));
+            }
+            doc.clear();
+        }
+        depth += t.matches('{').count();
+        depth = depth.saturating_sub(t.matches('}').count());
+    }
+    out
+}
+
+/// The numbered rules of `Policy::Strict`'s doc comment: (title, text).
+pub fn strict_rules(src: &str) -> Vec<(String, String)> {
+    let Some(start) = src.find("pub enum Policy") else { return Vec::new() };
+    let Some(strict) = src[start..].find("Strict,").map(|i| start + i) else { return Vec::new() };
+    let mut rules: Vec<(String, String)> = Vec::new();
+    for line in src[start..strict].lines() {
+        let Some(d) = line.trim().strip_prefix("///") else { continue };
+        let d = d.trim();
+        let numbered = d.split_once(". ").filter(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if let Some((_, rest)) = numbered {
+            let (title, text) = match rest.strip_prefix("**").and_then(|r| r.split_once("**")) {
+                Some((t, x)) => (t.to_string(), x.trim().to_string()),
+                None => (String::new(), rest.to_string()),
+            };
+            rules.push((title, text));
+        } else if let Some(last) = rules.last_mut() {
+            if !d.is_empty() {
+                last.1.push(' ');
+                last.1.push_str(d);
+            }
+        }
+    }
+    rules
+}
+
+/// The table's rows, from `Reject::ALL`.
+pub fn rows() -> Vec<Row> {
+    let docs = variant_docs(REJECT_SRC);
+    Reject::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Row {
+            precedence: i + 1,
+            check: r.name(),
+            errno: r.errno().name(),
+            errno_code: r.errno().code(),
+            function: r.kernel_function(),
+            policy: if r.is_strict_only() { "Strict only" } else { "Linux + Strict" },
+            per_range: r.range_index().is_some(),
+            description: docs.get(r.name()).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// `Policy::Strict`'s rules as documented on the enum.
+pub fn strict() -> Vec<(String, String)> {
+    strict_rules(VALIDATOR_SRC)
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The markdown table. `lab` optionally maps a check name to how many of
+/// the kernel lab's cases it decided.
+pub fn markdown(lab: Option<&BTreeMap<String, u64>>) -> String {
+    let mut s = String::new();
+    s.push_str("| # | check (`validator::Reject`) | errno | kernel function | policy | per range |");
+    s.push_str(if lab.is_some() { " lab cases |" } else { "" });
+    s.push_str(" what it refuses |\n|---|---|---|---|---|---|");
+    s.push_str(if lab.is_some() { "---:|" } else { "" });
+    s.push_str("---|\n");
+    for r in rows() {
+        s.push_str(&format!(
+            "| {} | `{}` | {} ({}) | `{}` | {} | {} |",
+            r.precedence,
+            r.check,
+            r.errno,
+            r.errno_code,
+            cell(r.function),
+            r.policy,
+            if r.per_range { "yes" } else { "" }
+        ));
+        if let Some(l) = lab {
+            let n = if r.policy == "Strict only" {
+                "n/a".to_string()
+            } else {
+                l.get(r.check).copied().unwrap_or(0).to_string()
+            };
+            s.push_str(&format!(" {n} |"));
+        }
+        s.push_str(&format!(" {} |\n", cell(&r.description)));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_row_per_check_in_order_with_docs() {
+        let rows = rows();
+        assert_eq!(rows.len(), Reject::ALL.len());
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r.precedence, i + 1);
+            assert_eq!(r.check, Reject::ALL[i].name());
+            assert!(!r.description.is_empty(), "{} has no doc comment", r.check);
+        }
+        let strict: Vec<&str> = rows.iter().filter(|r| r.policy == "Strict only").map(|r| r.check).collect();
+        assert_eq!(strict, ["StrictOpenFlags", "StrictTooManyRanges", "StrictArgszShort", "StrictRangeOutsideBar"]);
+        let e2big = rows.iter().find(|r| r.check == "StrictTooManyRanges").unwrap();
+        assert_eq!((e2big.errno, e2big.errno_code), ("E2BIG", 7));
+    }
+
+    #[test]
+    fn doc_parser_handles_struct_variants_and_pipes() {
+        let src = "pub enum Reject {\n    /// First\n    /// line.\n    A,\n    /// B's | doc.\n    B {\n        /// field doc\n        index: u32,\n    },\n    C,\n}\n";
+        let d = variant_docs(src);
+        assert_eq!(d.get("A").map(String::as_str), Some("First line."));
+        assert_eq!(d.get("B").map(String::as_str), Some("B's | doc."));
+        assert!(!d.contains_key("index") && !d.contains_key("C"));
+        assert!(markdown(None).lines().count() == Reject::ALL.len() + 2);
+    }
+
+    #[test]
+    fn strict_rules_come_from_the_policy_docs() {
+        let r = strict();
+        assert_eq!(r.len(), 4);
+        assert!(r[0].0.contains("argsz"), "{:?}", r[0]);
+        assert!(r[2].1.contains("E2BIG") || r[2].0.contains("cap"));
+    }
+}
