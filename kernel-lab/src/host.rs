@@ -776,6 +776,16 @@ pub fn write_cpio(entries: &[CpioEntry], out: &mut impl Write) -> std::io::Resul
 /// The initramfs: the guest as `/init`, the decompressed vfio modules, and
 /// `/dev/console` so that init has a console before devtmpfs is mounted.
 pub fn build_initramfs(kernel: &Kernel, guest: &Path, out: &Path) -> Result<(), LabError> {
+    build_initramfs_with(kernel, guest, &[], out)
+}
+
+/// [`build_initramfs`] plus `extra` files (name under `lib/modules/`, bytes).
+pub fn build_initramfs_with(
+    kernel: &Kernel,
+    guest: &Path,
+    extra: &[(String, Vec<u8>)],
+    out: &Path,
+) -> Result<(), LabError> {
     let read = |p: &Path| fs::read(p).map_err(io_err(format!("read {}", p.display())));
     let mut entries = vec![
         CpioEntry::Dir("dev".into()),
@@ -788,6 +798,9 @@ pub fn build_initramfs(kernel: &Kernel, guest: &Path, out: &Path) -> Result<(), 
     ];
     for (name, _) in GUEST_MODULES {
         entries.push(CpioEntry::File(format!("lib/modules/{name}.ko"), 0o644, read(&kernel.module(name))?));
+    }
+    for (name, bytes) in extra {
+        entries.push(CpioEntry::File(format!("lib/modules/{name}"), 0o644, bytes.clone()));
     }
     let f = fs::File::create(out).map_err(io_err(format!("create {}", out.display())))?;
     let mut w = std::io::BufWriter::new(f);
@@ -846,7 +859,7 @@ pub fn qemu_command(spec: &BootSpec) -> Command {
     c
 }
 
-fn console_tail(run_dir: &Path, lines: usize) -> String {
+pub fn console_tail(run_dir: &Path, lines: usize) -> String {
     let text = fs::read_to_string(run_dir.join("console.log")).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     let tail = &all[all.len().saturating_sub(lines)..];
@@ -857,12 +870,23 @@ fn console_tail(run_dir: &Path, lines: usize) -> String {
     }
 }
 
+struct BootSpecView<'a> {
+    run_dir: &'a Path,
+    timeout: Duration,
+}
+
 /// Boots, waits for the guest to power off (killing QEMU at the deadline),
 /// and returns the guest's stream.
 pub fn boot(spec: &BootSpec) -> Result<Vec<u8>, LabError> {
+    boot_with(qemu_command(spec), &spec.run_dir, spec.timeout)
+}
+
+/// Runs the QEMU command `cmd` (console in `run_dir/console.log`, output
+/// port in `run_dir/guest.out`) until it powers off or `timeout` passes.
+pub fn boot_with(mut cmd: Command, run_dir: &Path, timeout: Duration) -> Result<Vec<u8>, LabError> {
+    let spec = BootSpecView { run_dir, timeout };
     let qlog = spec.run_dir.join("qemu.log");
     let err = fs::File::create(&qlog).map_err(io_err("create qemu.log"))?;
-    let mut cmd = qemu_command(spec);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
     let child = cmd.spawn().map_err(|e| LabError::Command {
         what: "qemu-system-x86_64".into(),
@@ -874,7 +898,7 @@ pub fn boot(spec: &BootSpec) -> Result<Vec<u8>, LabError> {
     let Some(status) = status else {
         return Err(LabError::BootTimeout {
             secs: spec.timeout.as_secs(),
-            console_tail: console_tail(&spec.run_dir, 15),
+            console_tail: console_tail(spec.run_dir, 15),
         });
     };
     if !status.success() {
@@ -885,7 +909,7 @@ pub fn boot(spec: &BootSpec) -> Result<Vec<u8>, LabError> {
     }
     let out = fs::read(spec.run_dir.join("guest.out")).unwrap_or_default();
     if out.is_empty() {
-        return Err(LabError::GuestCrashed { console_tail: console_tail(&spec.run_dir, 15) });
+        return Err(LabError::GuestCrashed { console_tail: console_tail(spec.run_dir, 15) });
     }
     Ok(out)
 }

@@ -5,11 +5,15 @@
 //! - [`diff`]: predictions with `validator::validate(.., Policy::Linux)` and
 //!   disagreement classes.
 //! - [`host`]: fetching kernels, building the initramfs, booting QEMU.
+//! - [`importer`], [`importer_host`]: the importer lab (a real dma-buf
+//!   importer module on edu, per QEMU topology, against kmod-shim).
 #![forbid(unsafe_code)]
 
 pub mod diff;
 pub mod gen;
 pub mod host;
+pub mod importer;
+pub mod importer_host;
 pub mod proto;
 
 /// The vfio modules in load order, with their parameters. Without

@@ -23,9 +23,12 @@ use serde::Serialize;
 #[derive(Parser, Debug)]
 #[command(
     name = "kernel-lab",
-    about = "Diff VFIO_DEVICE_FEATURE_DMA_BUF answers of a real kernel (QEMU) against the validator"
+    about = "Diff VFIO_DEVICE_FEATURE_DMA_BUF answers of a real kernel (QEMU) against the validator",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(subcommand)]
+    cmd: Option<Sub>,
     /// Kernel to test: a version prefix (7.2, 7.2.13) or full ABI
     /// (7.2.13+deb14-cloud-amd64). Default: the newest >= 6.19 cached, or
     /// available when nothing is cached or with --refresh.
@@ -78,8 +81,27 @@ struct Report<'a> {
     scenario_facts: &'a [Fact],
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// The importer lab: a real dma-buf importer (nrlab_importer on edu)
+    /// per QEMU topology, compared with kmod-shim (Fidelity::Kernel).
+    Importer(importer_cmd::ImporterArgs),
+}
+
+mod importer_cmd;
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::Importer(a)) = &args.cmd {
+        return match importer_cmd::run(a) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("kernel-lab importer: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&args) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),

@@ -275,6 +275,25 @@ pub fn mmap_probe(fd: BorrowedFd<'_>, len: NonZeroUsize, prot: ProtFlags) -> Res
     unsafe { nix::sys::mman::munmap(map, len.get()) }
 }
 
+/// Sends an `_IOWR` ioctl whose argument is `buf`, for out-of-tree test
+/// drivers that copy exactly the size encoded in their request code (the
+/// kernel lab's importer fixture, `NRLAB_IOC`). Refused with `EINVAL`
+/// without a call when `request` is not `_IOWR` or `buf` is shorter than the
+/// encoded size. Returns the ioctl's non-negative return value.
+pub fn ioctl_iowr(fd: BorrowedFd<'_>, request: u32, buf: &mut [u8]) -> Result<i32, Errno> {
+    // _IOC: dir in bits 30-31 (3 = read|write on x86), size in bits 16-29.
+    let size = ((request >> 16) & 0x3fff) as usize;
+    if request >> 30 != 3 || buf.len() < size {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: `fd` is live for the call; `buf` is a valid, exclusively
+    // borrowed buffer covering the size encoded in `request`, which is all a
+    // driver that honours its request code reads or writes through the
+    // pointer. No pointer into `buf` outlives the call.
+    let ret = unsafe { nix::libc::ioctl(fd.as_raw_fd(), request as nix::sys::ioctl::ioctl_num_type, buf.as_mut_ptr()) };
+    Errno::result(ret)
+}
+
 /// An ioctl argument placed so that exactly `8 + readable` bytes from its
 /// start can be read and the next byte is in a `PROT_NONE` guard page: the
 /// way to make the kernel's reads of header or ranges fault on purpose.
@@ -381,6 +400,16 @@ mod tests {
         arg[..4].copy_from_slice(&64u32.to_ne_bytes());
         arg[4..8].copy_from_slice(&(3u32 | 1 << 16).to_ne_bytes());
         assert_eq!(device_feature(f.as_fd(), &mut arg).unwrap_err(), IoctlError::ArgTooShort { needed: 64, len: 16 });
+    }
+
+    #[test]
+    fn ioctl_iowr_checks_direction_and_size_before_calling() {
+        let f = File::open("/dev/null").unwrap();
+        // _IOWR('N', 0x42, 16)
+        let req = (3u32 << 30) | (16 << 16) | ((b'N' as u32) << 8) | 0x42;
+        assert_eq!(ioctl_iowr(f.as_fd(), req, &mut [0u8; 15]), Err(Errno::EINVAL), "shorter than the size");
+        assert_eq!(ioctl_iowr(f.as_fd(), req & !(1 << 31), &mut [0u8; 16]), Err(Errno::EINVAL), "not _IOWR");
+        assert_eq!(ioctl_iowr(f.as_fd(), req, &mut [0u8; 16]), Err(Errno::ENOTTY), "the kernel's answer");
     }
 
     #[test]

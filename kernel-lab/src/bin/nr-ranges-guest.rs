@@ -36,6 +36,22 @@ fn main() {
         println!("nr-ranges-guest: {e}");
     }
     report.kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w == "nrlab.mode=importer") {
+        let mut rep = kernel_lab::importer::ImporterReport { kernel: report.kernel.clone(), ..Default::default() };
+        if let Err(e) = importer_mode::run(&mut rep) {
+            println!("nr-ranges-guest: error: {e}");
+            rep.error = Some(e);
+        }
+        rep.dmesg = importer_mode::dmesg();
+        let line = serde_json::to_vec(&rep).unwrap_or_default();
+        if let Err(e) = send_raw(&line) {
+            println!("nr-ranges-guest: cannot send the report: {e}");
+        }
+        nix::unistd::sync();
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        return;
+    }
     if let Err(e) = run(&mut report, &mut results) {
         println!("nr-ranges-guest: error: {e}");
         report.error = Some(e);
@@ -493,6 +509,13 @@ fn send(report: &GuestReport, results: &[u8]) -> GResult<()> {
     out.flush().map_err(|e| format!("flush {port}: {e}"))
 }
 
+fn send_raw(bytes: &[u8]) -> GResult<()> {
+    let port = find_port()?;
+    let mut out = fs::OpenOptions::new().write(true).open(&port).map_err(|e| format!("open {port}: {e}"))?;
+    out.write_all(bytes).and_then(|()| out.write_all(b"\n")).map_err(|e| format!("write {port}: {e}"))?;
+    out.flush().map_err(|e| format!("flush {port}: {e}"))
+}
+
 /// `/dev/vportNpM` whose port name is [`OUTPUT_PORT_NAME`] (no udev here to
 /// make the /dev/virtio-ports/ symlinks).
 fn find_port() -> GResult<String> {
@@ -504,4 +527,371 @@ fn find_port() -> GResult<String> {
         }
     }
     Err(format!("no virtio-serial port named {OUTPUT_PORT_NAME}"))
+}
+
+// ---------------------------------------------------------------------------
+// Importer mode (`nrlab.mode=importer`): ivshmem to vfio-pci, edu to the
+// nrlab_importer fixture; shapes through export, attach, map and edu DMA;
+// then revocation. See `kernel_lab::importer`.
+
+mod importer_mode {
+    use super::*;
+    use kernel_lab::importer::{
+        classify, pattern, read_plan, shapes, ImporterReport, Io, Op, Read, RevStep, ShapeResult, DEV_NODE, MAX_DMA,
+        MODULE_FILE, NRLAB_IOC,
+    };
+
+    /// The fixture's device node.
+    struct Fixture(File);
+
+    impl Fixture {
+        fn call(&self, io: &Io) -> GResult<Io> {
+            let mut b = io.encode();
+            uapi::ioctl::ioctl_iowr(self.0.as_fd(), NRLAB_IOC, &mut b).map_err(|e| format!("NRLAB_IOC: {e}"))?;
+            Ok(Io::decode(&b))
+        }
+        fn op(&self, op: Op) -> GResult<Io> {
+            self.call(&Io::new(op))
+        }
+        fn read(&self, addr: u64, len: u32) -> GResult<Io> {
+            let mut io = Io::new(Op::Dma);
+            io.addr = addr;
+            io.len = len;
+            self.call(&io)
+        }
+    }
+
+    fn find(vendor: &str, device: &str) -> Option<String> {
+        let mut bdfs: Vec<String> = fs::read_dir("/sys/bus/pci/devices")
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        bdfs.sort();
+        bdfs.into_iter().find(|b| {
+            let d = format!("/sys/bus/pci/devices/{b}");
+            sysfs(&format!("{d}/vendor")).ok().as_deref() == Some(vendor)
+                && sysfs(&format!("{d}/device")).ok().as_deref() == Some(device)
+        })
+    }
+
+    fn group_of(bdf: &str) -> Option<(u32, String)> {
+        let link = fs::read_link(format!("/sys/bus/pci/devices/{bdf}/iommu_group")).ok()?;
+        let g: u32 = link.file_name()?.to_str()?.parse().ok()?;
+        let mut members: Vec<String> = fs::read_dir(format!("/sys/kernel/iommu_groups/{g}/devices"))
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        members.sort();
+        Some((g, format!("group {g}: {}", members.join(" "))))
+    }
+
+    /// Kernel log lines worth keeping (p2pdma, DMAR faults, the fixture).
+    pub fn dmesg() -> Vec<String> {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(mut f) = fs::OpenOptions::new().read(true).custom_flags(0o4000).open("/dev/kmsg") else {
+            return vec!["cannot open /dev/kmsg".into()];
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let rec = String::from_utf8_lossy(&buf[..n]);
+            let msg = rec.split_once(';').map(|x| x.1).unwrap_or(&rec).lines().next().unwrap_or("").to_string();
+            let l = msg.to_ascii_lowercase();
+            if ["p2p", "dmar", "nrlab", "acs", "edu", "dma-buf", "dmabuf", "vfio", "iommu", "warn", "bug", "oops"]
+                .iter()
+                .any(|k| l.contains(k))
+            {
+                out.push(msg);
+            }
+        }
+        out.truncate(200);
+        out
+    }
+
+    fn get_ranges(dev: &Device, region: u32, ranges: &[(u64, u64)]) -> Result<OwnedFd, String> {
+        let mut b = uapi::RequestBuilder::new().region_index(region).open_flags(O_RDWR_CLOEXEC);
+        for &(o, l) in ranges {
+            b = b.range(o, l);
+        }
+        let mut buf = b.encode().map_err(|e| e.to_string())?;
+        match dev.feature(&mut buf) {
+            Ok(FeatureReply::DmaBuf(fd)) => Ok(fd),
+            Ok(FeatureReply::Done) => Err("ok without fd".into()),
+            Err(IoctlError::Kernel(e)) => Err(errno_text(e)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Writes the pattern over every chunk edu may read, through the vfio
+    /// region (pwrite on the device fd at the region offset).
+    fn write_patterns(dev: &Device, region_off: u64, ranges: &[(u64, u64)]) -> GResult<()> {
+        for &(off, len) in ranges {
+            let mut chunks = vec![(off, len.min(1024))];
+            if len > 4096 {
+                chunks.push((off + len - 256, 256));
+            }
+            for (o, n) in chunks {
+                dev.file()
+                    .write_all_at(&pattern(o, n as usize), region_off + o)
+                    .map_err(|e| format!("pattern write at BAR offset {o:#x}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dma_result(fx: &Fixture, addr: u64, len: u32, bar_off: u64) -> String {
+        match fx.read(addr, len) {
+            Ok(io) if io.err == 0 => classify(&io.data, bar_off),
+            Ok(io) => format!("edu DMA: {}", kernel_lab::proto::errno_name(-io.err)),
+            Err(e) => e,
+        }
+    }
+
+    fn run_shape(dev: &Device, region: u32, region_off: u64, fx: &Fixture, ranges: &[(u64, u64)]) -> ShapeResult {
+        let mut r = ShapeResult { ranges: ranges.to_vec(), ..Default::default() };
+        if let Err(e) = write_patterns(dev, region_off, ranges) {
+            r.export = e;
+            return r;
+        }
+        let fd = match get_ranges(dev, region, ranges) {
+            Ok(fd) => fd,
+            Err(e) => {
+                r.export = e;
+                return r;
+            }
+        };
+        r.export = describe_fd(&fd);
+        let mut io = Io::new(Op::Attach);
+        io.fd = fd.as_raw_fd();
+        let a = match fx.call(&io) {
+            Ok(a) => a,
+            Err(e) => {
+                r.export.push_str(&format!("; attach ioctl: {e}"));
+                return r;
+            }
+        };
+        r.attach_err = Some(a.err);
+        if a.err == 0 {
+            let mut io = Io::new(Op::Map);
+            io.keep = 1;
+            if let Ok(m) = fx.call(&io) {
+                r.map_err = Some(m.err);
+                if m.err == 0 {
+                    r.nents = m.nents;
+                    r.orig_nents = m.orig_nents;
+                    r.total_entries = m.total_entries;
+                    r.entries = m.entries;
+                    for (range, bar_off, dma_addr, len) in read_plan(ranges, &r.entries) {
+                        let result = dma_result(fx, dma_addr, len.min(MAX_DMA as u32), bar_off);
+                        r.reads.push(Read { range, bar_off, dma_addr, len, result });
+                    }
+                }
+            }
+            let _ = fx.op(Op::Detach);
+        }
+        r
+    }
+
+    use std::os::fd::AsRawFd;
+
+    pub fn run(rep: &mut ImporterReport) -> GResult<()> {
+        let cmdline = fs::read_to_string("/proc/cmdline").map_err(|e| format!("read /proc/cmdline: {e}"))?;
+        rep.topology =
+            cmdline.split_whitespace().find_map(|w| w.strip_prefix("nrlab.topology=")).unwrap_or("?").to_string();
+        let only: Option<Vec<String>> = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("nrlab.shapes="))
+            .map(|s| s.split(',').map(String::from).collect());
+        let revoke = cmdline_u64(&cmdline, "revoke", 1)? != 0;
+        load_modules()?;
+        let ivs = find("0x1af4", "0x1110").ok_or("no ivshmem-plain")?;
+        let edu = find("0x1234", "0x11e8").ok_or("no edu")?;
+        rep.edu_bdf = edu.clone();
+        // ivshmem to vfio-pci; edu stays out of vfio.
+        let d = format!("/sys/bus/pci/devices/{ivs}");
+        fs::write(format!("{d}/driver_override"), "vfio-pci").map_err(|e| format!("{ivs} driver_override: {e}"))?;
+        fs::write("/sys/bus/pci/drivers_probe", &ivs).map_err(|e| format!("{ivs} drivers_probe: {e}"))?;
+        for b in [&ivs, &edu] {
+            rep.groups.push((b.to_string(), group_of(b).map(|g| g.1).unwrap_or_else(|| "no iommu group".into())));
+        }
+        // The fixture binds edu at load.
+        let path = format!("/lib/modules/{MODULE_FILE}");
+        let f = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+        nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty())
+            .map_err(|e| format!("finit_module(nrlab_importer): {e}"))?;
+        let fx = Fixture(
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(DEV_NODE)
+                .map_err(|e| format!("open {DEV_NODE}: {e} (did the fixture bind edu {edu}?)"))?,
+        );
+        // pci_p2pdma_distance(ivshmem, edu): also prints the kernel's lines.
+        let id = {
+            let p: Vec<&str> = ivs.split([':', '.']).collect();
+            let h = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
+            (h(p[0]) << 16) | (h(p[1]) << 8) | (h(p[2]) << 3) | h(p[3])
+        };
+        let mut io = Io::new(Op::Distance);
+        io.addr = id;
+        let dist = fx.call(&io)?;
+        rep.distance = Some(if dist.err == 0 { dist.count as i32 } else { dist.err });
+
+        let (g, _) = group_of(&ivs).ok_or_else(|| format!("{ivs} has no iommu group"))?;
+        let container = Container::open().map_err(|e| format!("open /dev/vfio/vfio: {e}"))?;
+        let group = Group::open(g).map_err(|e| format!("open /dev/vfio/{g}: {e}"))?;
+        group
+            .set_container(&container)
+            .map_err(|e| format!("VFIO_GROUP_SET_CONTAINER for {ivs}: {e} (group {g} not viable: edu shares it?)"))?;
+        container.set_iommu(VFIO_TYPE1V2_IOMMU).map_err(|e| format!("VFIO_SET_IOMMU: {e}"))?;
+        let mut dev = Some(group.device(&ivs).map_err(|e| format!("VFIO_GROUP_GET_DEVICE_FD {ivs}: {e}"))?);
+        let bars = parse_resource(&sysfs(&format!("{d}/resource"))?).map_err(|e| format!("{ivs}: {e}"))?;
+        let page_size = 4096;
+        rep.ivshmem = Some(DeviceInfo { name: "ivshmem-plain".into(), bdf: ivs.clone(), group: g, page_size, bars });
+        let bar = rep
+            .ivshmem
+            .as_ref()
+            .and_then(|i| i.bars.iter().find(|b| b.index == 2).copied())
+            .ok_or("ivshmem has no BAR2")?;
+        let dv = dev.as_ref().expect("opened");
+        let region_off = dv.region_info(2).map_err(|e| format!("region info 2: {e}"))?.offset;
+        for sh in shapes(bar.len, only.as_deref()) {
+            let mut r = run_shape(dv, 2, region_off, &fx, &sh.ranges);
+            r.name = sh.name.clone();
+            println!(
+                "nr-ranges-guest: shape {}: export {} attach {:?} map {:?} entries {:x?}",
+                r.name, r.export, r.attach_err, r.map_err, r.entries
+            );
+            rep.shapes.push(r);
+        }
+        // Defect #1 by hand: the kernel's IOVA linking and the corrected one.
+        for sh in shapes(bar.len, only.as_deref()).iter().filter(|s| (2..=8).contains(&s.ranges.len())) {
+            if sh.ranges.iter().any(|r| r.1 > 1 << 30) {
+                continue;
+            }
+            let _ = write_patterns(dv, region_off, &sh.ranges);
+            for (fdmode, mode) in [(0, "offset 0 (as the kernel links)"), (1, "offset = bytes linked (corrected)")] {
+                let mut io = Io::new(Op::Iova);
+                io.addr = id;
+                io.keep = 2;
+                io.fd = fdmode;
+                io.len = MAX_DMA as u32;
+                io.count = sh.ranges.len() as u32;
+                io.entries = sh.ranges.clone();
+                let mut p =
+                    kernel_lab::importer::IovaProbe { shape: sh.name.clone(), mode: mode.into(), ..Default::default() };
+                match fx.call(&io) {
+                    Ok(a) => {
+                        p.err = a.err;
+                        p.failed_range = a.nents;
+                        if let Some(&(iova, linked)) = a.entries.get(sh.ranges.len()) {
+                            p.iova = iova;
+                            p.linked = linked;
+                        }
+                        if a.err == 0 {
+                            for (i, &(off, len)) in sh.ranges.iter().enumerate() {
+                                let n = len.min(256) as usize;
+                                p.reads.push(classify(&a.data[256 * i..256 * i + n], off));
+                            }
+                        }
+                    }
+                    Err(e) => p.reads.push(e),
+                }
+                println!("nr-ranges-guest: iova by hand {} {}: {:?}", p.shape, p.mode, p);
+                rep.iova_by_hand.push(p);
+            }
+        }
+        if revoke {
+            revocation(&mut dev, &group, &ivs, region_off, &fx, &mut rep.rev);
+        }
+        Ok(())
+    }
+
+    /// Revocation with a kept mapping: memory bit cleared, re-enabled,
+    /// reset, device fd closed. After each: callback count, kept mapping,
+    /// remap errno, and what edu reads at the old DMA address.
+    fn revocation(
+        dev: &mut Option<Device>,
+        group: &Group,
+        bdf: &str,
+        region_off: u64,
+        fx: &Fixture,
+        out: &mut Vec<RevStep>,
+    ) {
+        let ranges = [(0x1000u64, 0x4000u64)];
+        let dv = dev.as_ref().expect("opened");
+        let _ = write_patterns(dv, region_off, &ranges);
+        let cfg_off = dv.region_info(VFIO_PCI_CONFIG_REGION_INDEX).map(|r| r.offset).unwrap_or(0);
+        let fd = match get_ranges(dv, 2, &ranges) {
+            Ok(fd) => fd,
+            Err(e) => {
+                out.push(RevStep::note("export", e));
+                return;
+            }
+        };
+        let mut io = Io::new(Op::Attach);
+        io.fd = fd.as_raw_fd();
+        match fx.call(&io) {
+            Ok(a) if a.err == 0 => {}
+            Ok(a) => return out.push(RevStep::note("attach", kernel_lab::proto::errno_name(-a.err))),
+            Err(e) => return out.push(RevStep::note("attach", e)),
+        }
+        let map_keep = || -> (i32, Option<u64>) {
+            let mut io = Io::new(Op::Map);
+            io.keep = 1;
+            match fx.call(&io) {
+                Ok(m) if m.err == 0 => (0, m.entries.first().map(|e| e.0)),
+                Ok(m) => (m.err, None),
+                Err(_) => (-5, None),
+            }
+        };
+        let (e, mut old) = map_keep();
+        let step = |name: &str, old: Option<u64>, remap: bool, out: &mut Vec<RevStep>| -> Option<u64> {
+            let st = fx.op(Op::Status).ok();
+            let old_read = old.map(|a| dma_result(fx, a, 256, 0x1000));
+            let (remap_err, new) = if remap { map_keep() } else { (0, None) };
+            out.push(RevStep {
+                step: name.into(),
+                invalidations: st.as_ref().map(|s| s.invalidations).unwrap_or(u32::MAX),
+                mapped_before_remap: st.as_ref().map(|s| s.mapped != 0).unwrap_or(false),
+                remap_err: remap.then_some(remap_err),
+                old_read,
+                note: String::new(),
+            });
+            new
+        };
+        out.push(RevStep { step: "map kept".into(), remap_err: Some(e), ..RevStep::note("map kept", "") });
+        if old.is_none() {
+            return;
+        }
+        old = step("map kept: edu reads", old, false, out).or(old);
+        let dv = dev.as_ref().expect("opened");
+        let _ = set_memory(dv, cfg_off, false);
+        step("memory bit cleared", old, true, out);
+        let _ = set_memory(dv, cfg_off, true);
+        let new = step("memory bit set again", old, true, out);
+        old = new.or(old);
+        let reset = match dv.reset() {
+            Ok(()) => "ok".to_string(),
+            Err(e) => errno_text(e),
+        };
+        let flags = dv.info().map(|i| i.flags).unwrap_or(0);
+        let new = step("VFIO_DEVICE_RESET", old, true, out);
+        if let Some(last) = out.last_mut() {
+            last.note =
+                format!("VFIO_DEVICE_RESET: {reset} (reset flag {})", flags & uapi::VFIO_DEVICE_FLAGS_RESET != 0);
+        }
+        old = new.or(old);
+        drop(dev.take());
+        step("device fd closed", old, true, out);
+        let _ = fx.op(Op::Detach);
+        drop(fd);
+        let _ = (group, bdf);
+    }
 }

@@ -1,0 +1,281 @@
+//! `kernel-lab importer`: the topology matrix, its JSON and markdown.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kernel_lab::host::{self, progress, KernelRequest, LabError};
+use kernel_lab::importer::{topologies, ImporterReport, Topology};
+use kernel_lab::importer_host::{self, Check};
+use serde::Serialize;
+
+#[derive(clap::Args, Debug)]
+pub struct ImporterArgs {
+    /// Kernel to test (as for the main command).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// A topology name, or `all`.
+    #[arg(long, default_value = "rc-epyc-iova")]
+    topology: String,
+    /// Only these shapes (comma-separated names); default all.
+    #[arg(long, value_delimiter = ',')]
+    shapes: Option<Vec<String>>,
+    /// Skip the revocation sequence.
+    #[arg(long)]
+    no_revoke: bool,
+    /// Write the JSON report here (and markdown next to it, `.md`).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Deadline per boot, seconds.
+    #[arg(long, default_value_t = 240)]
+    timeout: u64,
+    /// Keep the run directories.
+    #[arg(long)]
+    keep_run_dir: bool,
+}
+
+#[derive(Serialize)]
+struct TopoResult {
+    topology: Topology,
+    /// Booted twice because of an early oops.
+    retried_after_oops: bool,
+    boot_seconds: f64,
+    error: Option<String>,
+    guest: Option<ImporterReport>,
+    checks: Vec<Check>,
+    disagreements: usize,
+    /// Disagreements not explained by FINDINGS.md (these fail the run).
+    unexplained: usize,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    kernel_package: String,
+    module_hash: String,
+    prepare_seconds: f64,
+    wall_seconds: f64,
+    topologies: Vec<TopoResult>,
+}
+
+pub fn run(a: &ImporterArgs) -> Result<u64, LabError> {
+    let t0 = Instant::now();
+    let root = host::cache_root()?;
+    let run_dir = host::tempdir(&std::env::temp_dir(), "nr-ranges-importer")?;
+    host::ensure_host_tools(&run_dir.0)?;
+    let suites = std::env::var("NR_RANGES_KERNEL_SUITES")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_else(|| host::DEFAULT_SUITES.iter().map(|s| s.to_string()).collect());
+    let kernel = host::resolve_kernel(&root, &KernelRequest { wanted: a.kernel.clone(), refresh: false, suites })?;
+    println!("kernel under test: {} (package {} from {})", kernel.pkg.abi, kernel.pkg.version, kernel.pkg.suite);
+    let tm = Instant::now();
+    let ko = importer_host::ensure_module(&root, &kernel)?;
+    println!("fixture: {} ({:.1} s)", ko.display(), tm.elapsed().as_secs_f64());
+    progress("building the static guest");
+    let guest = host::build_guest(&run_dir.0)?;
+    let initramfs = run_dir.0.join("initramfs.cpio");
+    let ko_bytes = std::fs::read(&ko).map_err(|e| LabError::Io(format!("read {}: {e}", ko.display())))?;
+    host::build_initramfs_with(&kernel, &guest, &[(kernel_lab::importer::MODULE_FILE.into(), ko_bytes)], &initramfs)?;
+    let prepare = t0.elapsed().as_secs_f64();
+
+    let all = topologies();
+    let chosen: Vec<Topology> = if a.topology == "all" {
+        all
+    } else {
+        let t: Vec<Topology> = all.iter().filter(|t| a.topology.split(',').any(|n| n == t.name)).cloned().collect();
+        if t.is_empty() {
+            let names: Vec<&str> = all.iter().map(|t| t.name).collect();
+            return Err(LabError::Io(format!("unknown topology {}; known: all, {}", a.topology, names.join(", "))));
+        }
+        t
+    };
+    let mut results = Vec::new();
+    for topo in chosen {
+        progress(format!("topology {}: {}", topo.name, topo.about));
+        results.push(run_topology(a, &kernel, &initramfs, &run_dir.0, topo));
+    }
+    // Fails on unexplained disagreements and on topologies that could not
+    // run, except the multifunction ones whose shared IOMMU group is itself
+    // the finding (FINDINGS F5).
+    let total: usize = results
+        .iter()
+        .map(|r| {
+            let known_error = r.topology.placement == kernel_lab::importer::Placement::Multifunction
+                && r.error.as_deref().is_some_and(|e| e.contains("not viable"));
+            r.unexplained + (r.error.is_some() && !known_error) as usize
+        })
+        .sum();
+    let report = Report {
+        kernel: kernel.pkg.abi.clone(),
+        kernel_package: format!("{} {} ({})", kernel.pkg.abi, kernel.pkg.version, kernel.pkg.suite),
+        module_hash: importer_host::source_hash(),
+        prepare_seconds: prepare,
+        wall_seconds: t0.elapsed().as_secs_f64(),
+        topologies: results,
+    };
+    let md = markdown(&report);
+    println!("{md}");
+    if let Some(path) = &a.report {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| LabError::Io(format!("report: {e}")))?;
+        std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;
+        let mdp = path.with_extension("md");
+        std::fs::write(&mdp, md).map_err(|e| LabError::Io(format!("write {}: {e}", mdp.display())))?;
+        progress(format!("report written to {} and {}", path.display(), mdp.display()));
+    }
+    println!("timing: prepare {:.1} s, total {:.1} s", report.prepare_seconds, report.wall_seconds);
+    Ok(total as u64)
+}
+
+fn run_topology(
+    a: &ImporterArgs,
+    kernel: &host::Kernel,
+    initramfs: &std::path::Path,
+    parent: &std::path::Path,
+    topo: Topology,
+) -> TopoResult {
+    let mut r = TopoResult {
+        topology: topo.clone(),
+        retried_after_oops: false,
+        boot_seconds: 0.0,
+        error: None,
+        guest: None,
+        checks: vec![],
+        disagreements: 0,
+        unexplained: 0,
+    };
+    let tb = Instant::now();
+    let mut stream = Err(LabError::Io("not run".into()));
+    for attempt in 0..2 {
+        let dir = match host::tempdir(parent, topo.name) {
+            Ok(d) => d,
+            Err(e) => {
+                r.error = Some(e.to_string());
+                return r;
+            }
+        };
+        let mut cmd = importer_host::qemu_command(&topo, &kernel.vmlinuz(), initramfs, &dir.0, a.shapes.as_deref());
+        if a.no_revoke {
+            // The guest reads nrlab.revoke from the kernel command line.
+            let args: Vec<String> = cmd.get_args().map(|x| x.to_string_lossy().into_owned()).collect();
+            let mut c = std::process::Command::new(cmd.get_program());
+            for x in args {
+                if x.contains("nrlab.mode=importer") {
+                    c.arg(format!("{x} nrlab.revoke=0"));
+                } else {
+                    c.arg(x);
+                }
+            }
+            cmd = c;
+        }
+        stream = host::boot_with(cmd, &dir.0, Duration::from_secs(a.timeout));
+        let oops = importer_host::early_oops(&dir.0);
+        if a.keep_run_dir || stream.is_err() {
+            let kept = dir.0.with_extension("kept");
+            if std::fs::rename(&dir.0, &kept).is_ok() {
+                progress(format!("run directory kept: {}", kept.display()));
+            }
+        }
+        if stream.is_err() && oops && attempt == 0 {
+            progress(format!("topology {}: early guest oops under TCG; retrying once", topo.name));
+            r.retried_after_oops = true;
+            continue;
+        }
+        break;
+    }
+    r.boot_seconds = tb.elapsed().as_secs_f64();
+    let bytes = match stream {
+        Ok(b) => b,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let rep: ImporterReport = match serde_json::from_slice(line) {
+        Ok(x) => x,
+        Err(e) => {
+            r.error = Some(format!("cannot read the guest's report: {e}"));
+            return r;
+        }
+    };
+    r.error.clone_from(&rep.error);
+    r.checks = importer_host::compare(&rep, &topo);
+    r.disagreements = r.checks.iter().filter(|c| !c.agree).count();
+    r.unexplained = r.checks.iter().filter(|c| !c.agree && c.explained.is_none()).count();
+    r.guest = Some(rep);
+    r
+}
+
+fn markdown(rep: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Importer lab: {}\n", rep.kernel_package);
+    let _ = writeln!(s, "fixture source hash {}; prepare {:.1} s\n", rep.module_hash, rep.prepare_seconds);
+    for t in &rep.topologies {
+        let _ = writeln!(
+            s,
+            "## {} (-cpu {}, {})\n\n{}\n",
+            t.topology.name, t.topology.cpu, t.topology.cmdline, t.topology.about
+        );
+        let _ = writeln!(
+            s,
+            "predicted path: {:?}; boot {:.0} s{}; disagreements: {} ({} unexplained)\n",
+            t.topology.expect,
+            t.boot_seconds,
+            if t.retried_after_oops { " (retried once after an early oops)" } else { "" },
+            t.disagreements,
+            t.unexplained
+        );
+        if let Some(e) = &t.error {
+            let _ = writeln!(s, "**error**: {e}\n");
+        }
+        if let Some(g) = &t.guest {
+            for (bdf, grp) in &g.groups {
+                let _ = writeln!(s, "- {bdf}: {grp}");
+            }
+            let _ = writeln!(s, "- pci_p2pdma_distance(ivshmem, edu) = {:?}", g.distance);
+            if let Some(i) = &g.ivshmem {
+                let _ = writeln!(s, "- ivshmem {}: {}", i.bdf, i.check_json());
+            }
+            for l in g.dmesg.iter().filter(|l| l.contains("p2p") || l.contains("DMAR") || l.contains("ACS")).take(12) {
+                let _ = writeln!(s, "- dmesg: `{l}`");
+            }
+            for p in &g.iova_by_hand {
+                let _ = writeln!(
+                    s,
+                    "- IOVA by hand, {} with {}: {} (failed range {}, IOVA {:#x}, linked {:#x}); edu reads: {}",
+                    p.shape,
+                    p.mode,
+                    if p.err == 0 { "ok".to_string() } else { kernel_lab::proto::errno_name(-p.err) },
+                    p.failed_range,
+                    p.iova,
+                    p.linked,
+                    p.reads.join(", ")
+                );
+            }
+            for r in g.rev.iter().filter(|r| !r.note.is_empty()) {
+                let _ = writeln!(s, "- revocation {}: {}", r.step, r.note);
+            }
+            let _ = writeln!(s);
+        }
+        let _ = writeln!(s, "| what | field | kernel | kmod-shim | agree |\n| --- | --- | --- | --- | --- |");
+        for c in &t.checks {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                c.what,
+                c.field,
+                c.kernel.replace('|', "/"),
+                c.shim.replace('|', "/"),
+                match (c.agree, c.explained) {
+                    (true, _) => "yes".to_string(),
+                    (false, Some(x)) => format!("no, {x}"),
+                    (false, None) => "**NO**".to_string(),
+                }
+            );
+        }
+        let _ = writeln!(s);
+    }
+    s
+}

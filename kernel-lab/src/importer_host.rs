@@ -1,0 +1,542 @@
+//! The importer lab's host side: the build chroot and the fixture module
+//! (cached per kernel), QEMU per topology, kmod-shim's prediction, and the
+//! comparison.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kmod_shim::{Config, DmaOps, Fidelity, ImporterDesc, P2pMapType, Shim};
+use serde::Serialize;
+
+use crate::host::{debian_mirror, progress, run_bounded, Kernel, LabError};
+use crate::importer::{read_plan, Expect, ImporterReport, Placement, RevStep, Topology, MODULE_FILE};
+use crate::OUTPUT_PORT_NAME;
+
+/// The fixture's source, built into the lab so that the cache key is the
+/// source itself.
+pub const SOURCE: &str = include_str!("../importer/nrlab_importer.c");
+/// Its Kbuild file.
+pub const KBUILD: &str = include_str!("../importer/Kbuild");
+const CHROOT_MARKER: &str = ".nr-ranges-chroot";
+
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabError {
+    move |e| LabError::Io(format!("{what}: {e}"))
+}
+
+/// FNV-1a, 64 bits: the module cache key (source + Kbuild).
+pub fn source_hash() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in SOURCE.bytes().chain(KBUILD.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// `/proc` mounted in the chroot (objtool and apt need it), unmounted on
+/// drop.
+struct ProcMount(PathBuf);
+
+impl ProcMount {
+    fn new(chroot: &Path) -> Result<Self, LabError> {
+        let p = chroot.join("proc");
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+        fs::create_dir_all(&p).map_err(io_err("create chroot /proc"))?;
+        nix::mount::mount(Some("proc"), &p, Some("proc"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(|e| LabError::Io(format!("mount proc on {}: {e} (the importer build needs root)", p.display())))?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The debootstrap suite and the extra apt source for a kernel's suite.
+fn chroot_suites(kernel_suite: &str) -> (String, Option<String>) {
+    match kernel_suite.strip_suffix("-backports") {
+        Some(base) => (base.to_string(), Some(kernel_suite.to_string())),
+        None => (kernel_suite.to_string(), None),
+    }
+}
+
+fn ensure_debootstrap(work: &Path) -> Result<(), LabError> {
+    if Path::new("/usr/sbin/debootstrap").exists() {
+        return Ok(());
+    }
+    progress("installing debootstrap with apt (host tool of the importer build)");
+    let mut c = Command::new("apt-get");
+    c.args(["-q", "-y", "install", "--no-install-recommends", "debootstrap"]).env("DEBIAN_FRONTEND", "noninteractive");
+    run_bounded(c, "apt-get install debootstrap", 600, &work.join("apt-debootstrap.log"))
+        .map_err(|e| LabError::ToolMissing { tool: "debootstrap", package: "debootstrap", why: e.to_string() })
+}
+
+/// The build chroot for `kernel`: `$CACHE/importer/<abi>/chroot`, a
+/// `debootstrap --variant=minbase` of the kernel's suite with make and
+/// `linux-headers-<abi>=<version>` (which pulls the kernel's gcc).
+pub fn ensure_chroot(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> {
+    let base = root.join("importer").join(&kernel.pkg.abi);
+    let dir = base.join("chroot");
+    let headers = format!("linux-headers-{}={}", kernel.pkg.abi, kernel.pkg.version);
+    // gcc-N-for-host does not pull `as` everywhere (trixie): binutils too.
+    let marker = format!("{headers} binutils");
+    if fs::read_to_string(dir.join(CHROOT_MARKER)).is_ok_and(|m| m.trim() == marker) {
+        return Ok(dir);
+    }
+    fs::create_dir_all(&base).map_err(io_err(format!("create {}", base.display())))?;
+    ensure_debootstrap(&base)?;
+    let stage = base.join(format!(".staging.chroot.{}", std::process::id()));
+    let _ = fs::remove_dir_all(&stage);
+    let mirror = debian_mirror();
+    let (suite, extra) = chroot_suites(&kernel.pkg.suite);
+    progress(format!("debootstrap --variant=minbase {suite} (build chroot for {}; about a minute)", kernel.pkg.abi));
+    let mut c = Command::new("debootstrap");
+    c.args(["--variant=minbase", "--include=make", &suite]).arg(&stage).arg(&mirror);
+    run_bounded(c, "debootstrap", 1200, &base.join("debootstrap.log"))?;
+    let mut sources = format!("deb {mirror} {suite} main\n");
+    if let Some(x) = &extra {
+        sources.push_str(&format!("deb {mirror} {x} main\n"));
+    }
+    fs::write(stage.join("etc/apt/sources.list"), sources).map_err(io_err("write chroot sources.list"))?;
+    // The unstable suite's Release may be past its Valid-Until.
+    fs::write(stage.join("etc/apt/apt.conf.d/99nr-ranges"), "Acquire::Check-Valid-Until \"false\";\n")
+        .map_err(io_err("write chroot apt.conf"))?;
+    {
+        let _proc = ProcMount::new(&stage)?;
+        let mut c = Command::new("chroot");
+        c.arg(&stage).args(["apt-get", "-q", "-y", "update"]).env("LC_ALL", "C");
+        run_bounded(c, "apt-get update (chroot)", 600, &base.join("chroot-apt.log"))?;
+        progress(format!("installing {headers} in the chroot"));
+        let mut c = Command::new("chroot");
+        c.arg(&stage)
+            .args(["apt-get", "-q", "-y", "install", "--no-install-recommends", &headers, "binutils"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C");
+        run_bounded(c, "apt-get install linux-headers (chroot)", 1200, &base.join("chroot-headers.log"))?;
+        let mut c = Command::new("chroot");
+        c.arg(&stage).args(["apt-get", "clean"]);
+        let _ = run_bounded(c, "apt-get clean", 60, &base.join("chroot-clean.log"));
+    }
+    fs::write(stage.join(CHROOT_MARKER), format!("{marker}\n")).map_err(io_err("write chroot marker"))?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&stage, &dir).map_err(io_err(format!("publish {}", dir.display())))?;
+    Ok(dir)
+}
+
+/// The fixture built against `kernel` in its chroot, cached by source hash:
+/// `$CACHE/importer/<abi>/module-<hash>/nrlab_importer.ko`.
+pub fn ensure_module(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> {
+    let hash = source_hash();
+    let base = root.join("importer").join(&kernel.pkg.abi);
+    let ko = base.join(format!("module-{hash}")).join(MODULE_FILE);
+    if ko.is_file() {
+        return Ok(ko);
+    }
+    let chroot = ensure_chroot(root, kernel)?;
+    let build = chroot.join(format!("build-{hash}"));
+    let _ = fs::remove_dir_all(&build);
+    fs::create_dir_all(&build).map_err(io_err("create the module build directory"))?;
+    fs::write(build.join("nrlab_importer.c"), SOURCE).map_err(io_err("write the module source"))?;
+    fs::write(build.join("Kbuild"), KBUILD).map_err(io_err("write Kbuild"))?;
+    progress(format!("building {MODULE_FILE} for {} in the chroot", kernel.pkg.abi));
+    {
+        let _proc = ProcMount::new(&chroot)?;
+        let mut c = Command::new("chroot");
+        c.arg(&chroot)
+            .arg("make")
+            .arg("-C")
+            .arg(format!("/usr/src/linux-headers-{}", kernel.pkg.abi))
+            .arg(format!("M=/build-{hash}"))
+            .arg("modules")
+            .env("LC_ALL", "C");
+        run_bounded(c, "make (nrlab_importer.ko)", 300, &base.join("module-build.log"))?;
+    }
+    let out = ko.parent().expect("has a parent");
+    let stage = base.join(format!(".staging.module.{}", std::process::id()));
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir_all(&stage).map_err(io_err("create module staging"))?;
+    fs::copy(build.join(MODULE_FILE), stage.join(MODULE_FILE)).map_err(io_err("copy the built module"))?;
+    let _ = fs::remove_dir_all(out);
+    fs::rename(&stage, out).map_err(io_err("publish the module"))?;
+    let _ = fs::remove_dir_all(&build);
+    Ok(ko)
+}
+
+/// The root port address used by the switch and multifunction placements.
+pub const ROOT_PORT_BDF: &str = "0000:00:03.0";
+
+/// The QEMU command line for `topo`.
+pub fn qemu_command(
+    topo: &Topology,
+    vmlinuz: &Path,
+    initramfs: &Path,
+    run_dir: &Path,
+    shapes: Option<&[String]>,
+) -> Command {
+    let mut append = format!(
+        "console=ttyS0 panic=-1 quiet loglevel=4 {} nrlab.mode=importer nrlab.topology={}",
+        topo.cmdline, topo.name
+    );
+    if topo.acs_off {
+        append.push_str(&format!(" pci=disable_acs_redir={ROOT_PORT_BDF}"));
+    }
+    if let Some(s) = shapes {
+        append.push_str(&format!(" nrlab.shapes={}", s.join(",")));
+    }
+    let ivs = "ivshmem-plain,memdev=hostmem";
+    let edu = "edu,dma_mask=0xffffffffffffffff";
+    let rp = "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x3";
+    let devs: Vec<String> = match topo.placement {
+        Placement::RootComplex => vec![format!("{ivs},bus=pcie.0,addr=0x4"), format!("{edu},bus=pcie.0,addr=0x5")],
+        Placement::Switch => vec![
+            rp.into(),
+            "x3130-upstream,id=up1,bus=rp1".into(),
+            "xio3130-downstream,id=dn1,bus=up1,chassis=2,slot=1".into(),
+            "xio3130-downstream,id=dn2,bus=up1,chassis=3,slot=2".into(),
+            format!("{ivs},bus=dn1"),
+            format!("{edu},bus=dn2"),
+        ],
+        Placement::Multifunction => {
+            vec![rp.into(), format!("{ivs},bus=rp1,addr=0.0,multifunction=on"), format!("{edu},bus=rp1,addr=0.1")]
+        }
+    };
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", "tcg", "-machine", "q35", "-cpu", topo.cpu, "-smp", "1", "-m", "1G"])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", run_dir.join("console.log").display()))
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", &append])
+        .args(["-device", "intel-iommu"])
+        .arg("-object")
+        .arg(format!(
+            "memory-backend-file,size={},share=on,mem-path={},id=hostmem",
+            topo.ivshmem_size,
+            run_dir.join("ivshmem").display()
+        ));
+    for d in devs {
+        c.arg("-device").arg(d);
+    }
+    c.args(["-device", "virtio-serial-pci"])
+        .arg("-chardev")
+        .arg(format!("file,id=vout,path={}", run_dir.join("guest.out").display()))
+        .args(["-device", &format!("virtserialport,chardev=vout,name={OUTPUT_PORT_NAME}")]);
+    c
+}
+
+/// Whether the console shows a kernel oops before the guest agent ran.
+pub fn early_oops(run_dir: &Path) -> bool {
+    let text = fs::read_to_string(run_dir.join("console.log")).unwrap_or_default();
+    let before = text.split("nr-ranges-guest").next().unwrap_or("");
+    ["Oops", "BUG:", "Kernel panic", "general protection fault"].iter().any(|k| before.contains(k))
+}
+
+// ---------------------------------------------------------------------------
+// kmod-shim's prediction and the comparison.
+
+/// One compared field.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Shape or revocation step.
+    pub what: String,
+    /// Field.
+    pub field: String,
+    /// The kernel's answer.
+    pub kernel: String,
+    /// kmod-shim's prediction.
+    pub shim: String,
+    /// Equal?
+    pub agree: bool,
+    /// For a disagreement already settled in FINDINGS.md: its id and gist.
+    pub explained: Option<&'static str>,
+}
+
+/// The FINDINGS.md entry that explains a disagreement, if any.
+fn explain(topo: &Topology, rep: &ImporterReport, c: &Check) -> Option<&'static str> {
+    let reset_failed = rep.rev.iter().any(|r| r.note.contains("VFIO_DEVICE_RESET: EINVAL"));
+    match () {
+        _ if c.field == "map" && c.kernel.starts_with("EADDRINUSE") && c.shim.starts_with("EEXIST") => {
+            Some("F1: VT-d answers EADDRINUSE where the shim models io-pgtable-arm's EEXIST")
+        }
+        _ if c.what.starts_with("revocation") && reset_failed && rep_step_after_reset(rep, c) => {
+            Some("F2: VFIO_DEVICE_RESET is EINVAL without a reset method; the shim always resets")
+        }
+        _ if topo.expect == Expect::PerRangeDirect && c.what.contains("memory bit cleared") => {
+            Some("F3: a BAR with memory decoding off is not reachable; the shim's peer_reach ignores it")
+        }
+        _ if topo.expect == Expect::BusAddr && (c.field == "edu reads" || c.field == "old address") => {
+            Some("F4: QEMU sends all DMA through the vIOMMU; no switch-local P2P")
+        }
+        _ => None,
+    }
+}
+
+fn rep_step_after_reset(rep: &ImporterReport, c: &Check) -> bool {
+    let pos = |name: &str| rep.rev.iter().position(|r| format!("revocation: {}", r.step) == name);
+    matches!((pos(&c.what), pos("revocation: VFIO_DEVICE_RESET")), (Some(a), Some(b)) if a >= b)
+}
+
+fn errno_str(e: Option<i32>) -> String {
+    match e {
+        None => "-".into(),
+        Some(0) => "0".into(),
+        Some(e) => crate::proto::errno_name(-e),
+    }
+}
+
+/// The importer kmod-shim models for a topology (aperture: any; the IOVA
+/// path's addresses are compared relative to the first entry).
+pub fn importer_desc(expect: Expect) -> ImporterDesc {
+    let iommu = ImporterDesc::iommu_peer(0x1_0000_0000, 1 << 39);
+    match expect {
+        Expect::NotSupported => ImporterDesc { map_type: P2pMapType::NotSupported, ..iommu },
+        Expect::IovaPath => iommu,
+        Expect::PerRangeDirect => ImporterDesc { dma: DmaOps::Direct, ..iommu },
+        Expect::BusAddr => ImporterDesc::bus_peer(),
+    }
+}
+
+/// What kmod-shim predicts for one shape.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShimShape {
+    /// Export: size or errno.
+    pub export: String,
+    /// Attach errno.
+    pub attach_err: Option<i32>,
+    /// Map errno.
+    pub map_err: Option<i32>,
+    /// Entries.
+    pub entries: Vec<(u64, u64)>,
+    /// Map path.
+    pub path: String,
+    /// For each planned read: whether the peer reaches the right BAR byte.
+    pub reads_ok: Vec<bool>,
+}
+
+fn shim_for(rep: &ImporterReport) -> Option<Shim> {
+    let dev = rep.ivshmem.as_ref()?.to_validator();
+    Some(Shim::new(dev, Config { fidelity: Fidelity::Kernel, ..Config::default() }))
+}
+
+fn export_req(ranges: &[(u64, u64)]) -> Vec<u8> {
+    let mut b = uapi::RequestBuilder::new().region_index(2).open_flags(crate::gen::O_RDWR_CLOEXEC);
+    for &(o, l) in ranges {
+        b = b.range(o, l);
+    }
+    b.encode().unwrap_or_default()
+}
+
+/// kmod-shim's prediction for `ranges` on this topology.
+pub fn predict_shape(rep: &ImporterReport, expect: Expect, ranges: &[(u64, u64)]) -> ShimShape {
+    let mut p = ShimShape::default();
+    let Some(mut s) = shim_for(rep) else { return p };
+    let bar_start = rep.ivshmem.as_ref().and_then(|i| i.bars.iter().find(|b| b.index == 2)).map_or(0, |b| b.start);
+    let imp = s.add_importer(importer_desc(expect));
+    let bytes = export_req(ranges);
+    let Ok(req) = uapi::Request::decode(&bytes) else { return p };
+    let buf = match s.export(&req) {
+        Ok(b) => b,
+        Err(e) => {
+            p.export = crate::proto::errno_name(e.errno().code());
+            return p;
+        }
+    };
+    p.export = format!("lseek(SEEK_END)={}", s.dma_buf(buf).map_or(0, |d| d.size));
+    let att = match s.attach(buf, imp) {
+        Ok(a) => a,
+        Err(e) => {
+            p.attach_err = Some(-e.errno().code());
+            return p;
+        }
+    };
+    p.attach_err = Some(0);
+    match s.map(att) {
+        Err(e) => p.map_err = Some(-e.errno().code()),
+        Ok(m) => {
+            p.map_err = Some(0);
+            p.entries = s.sg_table(m).map(|t| t.pairs()).unwrap_or_default();
+            p.path = format!("{:?}", s.mapping(m).map(|x| x.path()));
+            for (_, bar_off, addr, _) in read_plan(ranges, &p.entries) {
+                p.reads_ok.push(s.peer_reach(imp, addr).is_some_and(|(pa, _)| pa == bar_start + bar_off));
+            }
+        }
+    }
+    p
+}
+
+/// Addresses relative to the first entry (the IOVA path: the kernel's and
+/// the model's allocators place the span differently).
+fn relative(e: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let base = e.first().map_or(0, |x| x.0);
+    e.iter().map(|&(a, l)| (a.wrapping_sub(base), l)).collect()
+}
+
+/// Compares every shape and the revocation steps; returns the checks.
+pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut add = |what: &str, field: &str, kernel: String, shim: String| {
+        let agree = kernel == shim;
+        out.push(Check { what: what.into(), field: field.into(), kernel, shim, agree, explained: None });
+    };
+    for r in &rep.shapes {
+        let p = predict_shape(rep, topo.expect, &r.ranges);
+        add(&r.name, "export", r.export.clone(), p.export.clone());
+        add(&r.name, "attach", errno_str(r.attach_err), errno_str(p.attach_err));
+        add(&r.name, "map", errno_str(r.map_err), errno_str(p.map_err));
+        if r.map_err == Some(0) || p.map_err == Some(0) {
+            add(&r.name, "entries", r.total_entries.to_string(), p.entries.len().to_string());
+            let (k, s) = if topo.expect == Expect::IovaPath {
+                (relative(&r.entries), relative(&p.entries))
+            } else {
+                (r.entries.clone(), p.entries.iter().copied().take(crate::importer::MAX_ENTRIES).collect())
+            };
+            let fmt = |v: &[(u64, u64)]| v.iter().map(|(a, l)| format!("{a:#x}+{l:#x}")).collect::<Vec<_>>().join(" ");
+            let field = if topo.expect == Expect::IovaPath { "(addr-first, len)" } else { "(addr, len)" };
+            add(&r.name, field, fmt(&k), fmt(&s));
+            let kr: Vec<String> = r.reads.iter().map(|x| x.result.clone()).collect();
+            let sr: Vec<String> =
+                p.reads_ok.iter().map(|&ok| if ok { "ok".to_string() } else { "not the BAR byte".into() }).collect();
+            add(&r.name, "edu reads", kr.join(", "), sr.join(", "));
+        }
+    }
+    for (k, s) in rep.rev.iter().zip(predict_revocation(rep, topo.expect)) {
+        add(
+            &format!("revocation: {}", k.step),
+            "invalidations",
+            k.invalidations.to_string(),
+            s.invalidations.to_string(),
+        );
+        add(&format!("revocation: {}", k.step), "remap", errno_str(k.remap_err), errno_str(s.remap_err));
+        add(
+            &format!("revocation: {}", k.step),
+            "mapping kept",
+            k.mapped_before_remap.to_string(),
+            s.mapped_before_remap.to_string(),
+        );
+        let kr = k.old_read.as_deref().map(|r| if r == "ok" { "reads the BAR" } else { "does not" });
+        let sr = s.old_read.as_deref().map(|r| if r == "ok" { "reads the BAR" } else { "does not" });
+        add(&format!("revocation: {}", k.step), "old address", format!("{kr:?}"), format!("{sr:?}"));
+    }
+    for c in out.iter_mut().filter(|c| !c.agree) {
+        c.explained = explain(topo, rep, c);
+    }
+    out
+}
+
+/// The guest's revocation sequence on kmod-shim.
+pub fn predict_revocation(rep: &ImporterReport, expect: Expect) -> Vec<RevStep> {
+    let mut out = Vec::new();
+    let Some(mut s) = shim_for(rep) else { return out };
+    let bar_start = rep.ivshmem.as_ref().and_then(|i| i.bars.iter().find(|b| b.index == 2)).map_or(0, |b| b.start);
+    let imp = s.add_importer(importer_desc(expect));
+    let bytes = export_req(&[(0x1000, 0x4000)]);
+    let Ok(req) = uapi::Request::decode(&bytes) else { return out };
+    let Ok(buf) = s.export(&req) else { return out };
+    let Ok(att) = s.attach(buf, imp) else { return out };
+    let first = |s: &Shim, m| s.sg_table(m).and_then(|t| t.pairs().first().map(|e| e.0));
+    let mut cur = None;
+    let map_keep = |s: &mut Shim, cur: &mut Option<kmod_shim::MappingId>| -> (i32, Option<u64>) {
+        match s.map(att) {
+            Ok(m) => {
+                *cur = Some(m);
+                (0, first(s, m))
+            }
+            Err(e) => (-e.errno().code(), None),
+        }
+    };
+    let (e, mut old) = map_keep(&mut s, &mut cur);
+    out.push(RevStep { step: "map kept".into(), remap_err: Some(e), ..RevStep::note("map kept", "") });
+    if old.is_none() {
+        return out;
+    }
+    let reads = |s: &Shim, a: u64| {
+        if s.peer_reach(imp, a).is_some_and(|(pa, _)| pa == bar_start + 0x1000) {
+            "ok".to_string()
+        } else {
+            "not the BAR byte".into()
+        }
+    };
+    type Action = fn(&mut Shim);
+    let steps: [(&str, Option<Action>, bool); 5] = [
+        ("map kept: edu reads", None, false),
+        ("memory bit cleared", Some(|s: &mut Shim| s.set_memory_enabled(false)), true),
+        ("memory bit set again", Some(|s: &mut Shim| s.set_memory_enabled(true)), true),
+        ("VFIO_DEVICE_RESET", Some(|s: &mut Shim| s.reset()), true),
+        ("device fd closed", Some(|s: &mut Shim| s.close_device()), true),
+    ];
+    for (name, action, remap) in steps {
+        if let Some(a) = action {
+            a(&mut s);
+        }
+        let mapped = cur.is_some_and(|m| s.mapping(m).is_some());
+        let old_read = old.map(|a| reads(&s, a));
+        let (remap_err, new) = if remap { map_keep(&mut s, &mut cur) } else { (0, None) };
+        out.push(RevStep {
+            step: name.into(),
+            invalidations: s.events().move_notifies as u32,
+            mapped_before_remap: mapped,
+            remap_err: remap.then_some(remap_err),
+            old_read,
+            note: String::new(),
+        });
+        old = new.or(old);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::importer::{shapes, topologies};
+
+    #[test]
+    fn topologies_have_unique_names_and_commands() {
+        let t = topologies();
+        let mut names: Vec<_> = t.iter().map(|t| t.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), t.len());
+        let sw = t.iter().find(|t| t.placement == Placement::Switch).unwrap();
+        let args: Vec<String> = qemu_command(sw, Path::new("/k"), Path::new("/i"), Path::new("/r"), None)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let line = args.join(" ");
+        for want in ["x3130-upstream", "xio3130-downstream", "edu,dma_mask", "-cpu EPYC", "nrlab.mode=importer"] {
+            assert!(line.contains(want), "{want} missing from {line}");
+        }
+    }
+
+    #[test]
+    fn shim_predicts_the_iova_span_for_two_ranges_in_fixed_mode_only() {
+        use crate::proto::{BarInfo, BarType, DeviceInfo};
+        let rep = ImporterReport {
+            ivshmem: Some(DeviceInfo {
+                name: "ivshmem-plain".into(),
+                bdf: "0000:00:04.0".into(),
+                group: 1,
+                page_size: 4096,
+                bars: vec![BarInfo { index: 2, kind: BarType::Mem, start: 0x80_0000_0000, len: 16 << 20 }],
+            }),
+            ..Default::default()
+        };
+        let sh = shapes(16 << 20, None);
+        let p = predict_shape(&rep, Expect::IovaPath, &sh[0].ranges);
+        assert_eq!(p.map_err, Some(0));
+        assert_eq!(p.entries.len(), 1);
+        // Fidelity::Kernel: the second range collides with the first.
+        let p = predict_shape(&rep, Expect::IovaPath, &sh[1].ranges);
+        assert_eq!(p.map_err, Some(-17));
+        let p = predict_shape(&rep, Expect::BusAddr, &sh[1].ranges);
+        assert_eq!(p.entries, vec![(0x80_0001_0000, 0x2000), (0x80_0020_0000, 0x3000)]);
+        assert!(p.reads_ok.iter().all(|&x| x));
+        let rev = predict_revocation(&rep, Expect::IovaPath);
+        assert_eq!(rev.len(), 6);
+    }
+}
