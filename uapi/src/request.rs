@@ -25,27 +25,32 @@ pub struct RangeList<'a> {
 impl<'a> RangeList<'a> {
     /// The whole ranges contained in `bytes`; a trailing partial range is
     /// dropped.
+    #[inline]
     pub fn from_bytes(bytes: &'a [u8]) -> Self {
         let whole = bytes.len() - bytes.len() % DMA_RANGE_SIZE;
         Self { bytes: &bytes[..whole] }
     }
 
     /// A list that borrows typed ranges.
+    #[inline]
     pub fn from_ranges(ranges: &'a [DmaRange]) -> Self {
         Self { bytes: zerocopy::IntoBytes::as_bytes(ranges) }
     }
 
     /// How many ranges the list holds.
+    #[inline]
     pub fn len(&self) -> usize {
         self.bytes.len() / DMA_RANGE_SIZE
     }
 
     /// Whether the list holds no range.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
     /// Range `i`, if written.
+    #[inline]
     pub fn get(&self, i: usize) -> Option<DmaRange> {
         let start = i.checked_mul(DMA_RANGE_SIZE)?;
         let chunk = self.bytes.get(start..start.checked_add(DMA_RANGE_SIZE)?)?;
@@ -53,6 +58,7 @@ impl<'a> RangeList<'a> {
     }
 
     /// The ranges, in order.
+    #[inline]
     pub fn iter(&self) -> impl ExactSizeIterator<Item = DmaRange> + 'a {
         // `chunks_exact` yields exactly 16-byte chunks, so the read cannot fail;
         // `unwrap_or_default` keeps the path panic-free all the same.
@@ -60,12 +66,14 @@ impl<'a> RangeList<'a> {
     }
 
     /// The first `n` ranges (all of them if fewer are written).
+    #[inline]
     pub fn prefix(&self, n: usize) -> RangeList<'a> {
         let end = n.saturating_mul(DMA_RANGE_SIZE).min(self.bytes.len());
         RangeList { bytes: &self.bytes[..end] }
     }
 
     /// The raw bytes of the list.
+    #[inline]
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
     }
