@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kmod_shim::{Config, DmaOps, Fidelity, ImporterDesc, P2pMapType, Shim};
+use kmod_shim::{Config, DmaOps, Fidelity, ImporterDesc, IommuModel, P2pMapType, Shim};
 use serde::Serialize;
 
 use crate::host::{debian_mirror, progress, run_bounded, Kernel, LabError};
@@ -257,29 +257,18 @@ pub struct Check {
     pub explained: Option<&'static str>,
 }
 
-/// The FINDINGS.md entry that explains a disagreement, if any.
-fn explain(topo: &Topology, rep: &ImporterReport, c: &Check) -> Option<&'static str> {
-    let reset_failed = rep.rev.iter().any(|r| r.note.contains("VFIO_DEVICE_RESET: EINVAL"));
+/// The FINDINGS.md entry that explains a disagreement, if any. Only the
+/// environment facts are left: F1 (VT-d's EADDRINUSE), F2 (reset without a
+/// reset method) and F3 (no decode while the memory bit is clear) are
+/// modelled by kmod-shim now and agree; F5 (shared IOMMU group) is a
+/// topology error, not a check.
+fn explain(topo: &Topology, c: &Check) -> Option<&'static str> {
     match () {
-        _ if c.field == "map" && c.kernel.starts_with("EADDRINUSE") && c.shim.starts_with("EEXIST") => {
-            Some("F1: VT-d answers EADDRINUSE where the shim models io-pgtable-arm's EEXIST")
-        }
-        _ if c.what.starts_with("revocation") && reset_failed && rep_step_after_reset(rep, c) => {
-            Some("F2: VFIO_DEVICE_RESET is EINVAL without a reset method; the shim always resets")
-        }
-        _ if topo.expect == Expect::PerRangeDirect && c.what.contains("memory bit cleared") => {
-            Some("F3: a BAR with memory decoding off is not reachable; the shim's peer_reach ignores it")
-        }
         _ if topo.expect == Expect::BusAddr && (c.field == "edu reads" || c.field == "old address") => {
             Some("F4: QEMU sends all DMA through the vIOMMU; no switch-local P2P")
         }
         _ => None,
     }
-}
-
-fn rep_step_after_reset(rep: &ImporterReport, c: &Check) -> bool {
-    let pos = |name: &str| rep.rev.iter().position(|r| format!("revocation: {}", r.step) == name);
-    matches!((pos(&c.what), pos("revocation: VFIO_DEVICE_RESET")), (Some(a), Some(b)) if a >= b)
 }
 
 fn errno_str(e: Option<i32>) -> String {
@@ -319,9 +308,24 @@ pub struct ShimShape {
     pub reads_ok: Vec<bool>,
 }
 
+/// Whether the exporting device has a reset method, as the guest saw it:
+/// the `VFIO_DEVICE_RESET` step's note carries `VFIO_DEVICE_INFO`'s
+/// `VFIO_DEVICE_FLAGS_RESET` and the ioctl's answer. Without that step
+/// (`--no-revoke`), assume one (kmod-shim's default).
+pub fn reset_works(rep: &ImporterReport) -> bool {
+    let Some(step) = rep.rev.iter().find(|r| r.step == "VFIO_DEVICE_RESET") else { return true };
+    !(step.note.contains("reset flag false") || step.note.contains("VFIO_DEVICE_RESET: EINVAL"))
+}
+
+/// kmod-shim configured as the lab's guest: kernel-faithful, the exporter's
+/// BAR table, QEMU's `-device intel-iommu` (VT-d), and the device's reset
+/// capability as reported.
 fn shim_for(rep: &ImporterReport) -> Option<Shim> {
     let dev = rep.ivshmem.as_ref()?.to_validator();
-    Some(Shim::new(dev, Config { fidelity: Fidelity::Kernel, ..Config::default() }))
+    let mut s = Shim::new(dev, Config { fidelity: Fidelity::Kernel, ..Config::default() });
+    s.set_iommu_model(IommuModel::IntelVtd);
+    s.set_reset_supported(reset_works(rep));
+    Some(s)
 }
 
 fn export_req(ranges: &[(u64, u64)]) -> Vec<u8> {
@@ -424,7 +428,7 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
         add(&format!("revocation: {}", k.step), "old address", format!("{kr:?}"), format!("{sr:?}"));
     }
     for c in out.iter_mut().filter(|c| !c.agree) {
-        c.explained = explain(topo, rep, c);
+        c.explained = explain(topo, c);
     }
     out
 }
@@ -455,6 +459,8 @@ pub fn predict_revocation(rep: &ImporterReport, expect: Expect) -> Vec<RevStep> 
     if old.is_none() {
         return out;
     }
+    // peer_reach: translation and the BAR's decode (nothing while the
+    // memory bit is clear).
     let reads = |s: &Shim, a: u64| {
         if s.peer_reach(imp, a).is_some_and(|(pa, _)| pa == bar_start + 0x1000) {
             "ok".to_string()
@@ -467,7 +473,14 @@ pub fn predict_revocation(rep: &ImporterReport, expect: Expect) -> Vec<RevStep> 
         ("map kept: edu reads", None, false),
         ("memory bit cleared", Some(|s: &mut Shim| s.set_memory_enabled(false)), true),
         ("memory bit set again", Some(|s: &mut Shim| s.set_memory_enabled(true)), true),
-        ("VFIO_DEVICE_RESET", Some(|s: &mut Shim| s.reset()), true),
+        // EINVAL (no reset method) leaves everything as it was.
+        (
+            "VFIO_DEVICE_RESET",
+            Some(|s: &mut Shim| {
+                let _ = s.try_reset();
+            }),
+            true,
+        ),
         ("device fd closed", Some(|s: &mut Shim| s.close_device()), true),
     ];
     for (name, action, remap) in steps {
@@ -530,13 +543,57 @@ mod tests {
         let p = predict_shape(&rep, Expect::IovaPath, &sh[0].ranges);
         assert_eq!(p.map_err, Some(0));
         assert_eq!(p.entries.len(), 1);
-        // Fidelity::Kernel: the second range collides with the first.
+        // Fidelity::Kernel: the second range collides with the first, and
+        // VT-d (QEMU's intel-iommu) answers EADDRINUSE (FINDINGS F1).
         let p = predict_shape(&rep, Expect::IovaPath, &sh[1].ranges);
-        assert_eq!(p.map_err, Some(-17));
+        assert_eq!(p.map_err, Some(-98));
         let p = predict_shape(&rep, Expect::BusAddr, &sh[1].ranges);
         assert_eq!(p.entries, vec![(0x80_0001_0000, 0x2000), (0x80_0020_0000, 0x3000)]);
         assert!(p.reads_ok.iter().all(|&x| x));
         let rev = predict_revocation(&rep, Expect::IovaPath);
         assert_eq!(rev.len(), 6);
+    }
+
+    fn rc_report(reset_note: &str) -> ImporterReport {
+        use crate::proto::{BarInfo, BarType, DeviceInfo};
+        ImporterReport {
+            ivshmem: Some(DeviceInfo {
+                name: "ivshmem-plain".into(),
+                bdf: "0000:00:04.0".into(),
+                group: 1,
+                page_size: 4096,
+                bars: vec![BarInfo { index: 2, kind: BarType::Mem, start: 0x80_0000_0000, len: 16 << 20 }],
+            }),
+            rev: vec![RevStep::note("VFIO_DEVICE_RESET", reset_note)],
+            ..Default::default()
+        }
+    }
+
+    /// FINDINGS F2: the guest's reset answer configures the shim.
+    #[test]
+    fn reset_without_a_reset_method_keeps_the_mapping() {
+        let rep = rc_report("VFIO_DEVICE_RESET: EINVAL (reset flag false)");
+        assert!(!reset_works(&rep));
+        let rev = predict_revocation(&rep, Expect::IovaPath);
+        let reset = rev.iter().find(|r| r.step == "VFIO_DEVICE_RESET").unwrap();
+        // Clear + set: two invalidations; the failed reset adds none.
+        assert_eq!((reset.invalidations, reset.mapped_before_remap), (2, true));
+        assert_eq!(reset.old_read.as_deref(), Some("ok"));
+        let rep = rc_report("VFIO_DEVICE_RESET: ok (reset flag true)");
+        assert!(reset_works(&rep));
+        let rev = predict_revocation(&rep, Expect::IovaPath);
+        let reset = rev.iter().find(|r| r.step == "VFIO_DEVICE_RESET").unwrap();
+        assert_eq!((reset.invalidations, reset.mapped_before_remap), (4, false));
+    }
+
+    /// FINDINGS F3: with the memory bit clear nothing is read, even on
+    /// dma-direct where the old address reads the BAR again once it is set.
+    #[test]
+    fn memory_disabled_bar_reads_nothing_on_dma_direct() {
+        let rep = rc_report("VFIO_DEVICE_RESET: EINVAL (reset flag false)");
+        let rev = predict_revocation(&rep, Expect::PerRangeDirect);
+        let read = |name: &str| rev.iter().find(|r| r.step == name).and_then(|r| r.old_read.clone());
+        assert_eq!(read("memory bit cleared").as_deref(), Some("not the BAR byte"));
+        assert_eq!(read("memory bit set again").as_deref(), Some("ok"));
     }
 }

@@ -88,7 +88,8 @@ pub enum Violation {
 ///
 /// - every sg entry of every live mapping is non-empty, page-aligned and at
 ///   most `MAX_SG_ENT_SZ` long, and the lengths sum to the dma-buf's size;
-/// - translating each sg table (bus offset, IOMMU page table, or identity)
+/// - translating each sg table (bus offset, IOMMU page table, or identity:
+///   [`Shim::dma_translate`], not the decode-aware [`Shim::peer_reach`])
 ///   walks exactly the dma-buf's physical vectors, in request order;
 /// - a revoked dma-buf has no mapping;
 /// - every IOMMU satisfies its own invariants and holds exactly what the
@@ -171,8 +172,12 @@ pub fn check_invariants(shim: &Shim) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Walks the sg table through what the importer reaches and compares it,
-/// byte run by byte run, with the physical vectors.
+/// Walks the sg table through the importer's translation
+/// ([`Shim::dma_translate`]: bus offset, IOMMU page table or identity) and
+/// compares it, byte run by byte run, with the physical vectors. Translation
+/// only, on purpose: whether the device decodes the BAR (`PCI_COMMAND`
+/// memory bit, [`Shim::peer_reach`]) is a property of the device, not of
+/// the mapping, and is kept out of this check.
 fn walk(
     shim: &Shim,
     mid: MappingId,
@@ -191,7 +196,7 @@ fn walk(
                 return Err(Violation::Walk { mapping: mid, at, want: 0, got: Some(addr) });
             };
             let want = pv.paddr + off;
-            let got = shim.peer_reach(importer, addr);
+            let got = shim.dma_translate(importer, addr);
             let Some((_, run)) = got.filter(|(p, _)| *p == want) else {
                 return Err(Violation::Walk { mapping: mid, at, want, got: got.map(|g| g.0) });
             };

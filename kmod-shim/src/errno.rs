@@ -16,9 +16,9 @@ pub enum ShimErrno {
     /// `EBADF` (9): no such fd. Used where a model handle no longer names a
     /// live object (the dma-buf was released, the device is not open).
     EBADF,
-    /// `EEXIST` (17): the IOMMU already has a translation at that IOVA
-    /// (`iommu_map()` on io-pgtable-arm; other drivers differ, see the crate
-    /// docs).
+    /// `EEXIST` (17): the IOMMU already has a translation at that IOVA, as
+    /// io-pgtable-arm answers it (`arm_lpae_init_pte()`); VT-d answers
+    /// [`ShimErrno::EADDRINUSE`] instead (see [`crate::IommuModel`]).
     EEXIST,
     /// `EMFILE` (24): `get_unused_fd_flags()` in `dma_buf_fd()` found the fd
     /// table full.
@@ -26,6 +26,12 @@ pub enum ShimErrno {
     /// `EOPNOTSUPP` (95): `vfio_pci_dma_buf_attach()` without peer2peer, or
     /// `vfio_pci_dma_buf_pin()` for an importer that cannot be revoked.
     EOPNOTSUPP,
+    /// `EADDRINUSE` (98): the IOMMU already has a translation at that IOVA,
+    /// as Intel VT-d's page table answers it (generic_pt's `map_pages()`:
+    /// `__map_range()` / `__map_single_page()` in
+    /// `drivers/iommu/generic_pt/iommu_pt.h` meet a present entry). Measured
+    /// by the kernel lab on 7.2.13 and 7.3.4 (`kernel-lab/FINDINGS.md`, F1).
+    EADDRINUSE,
 }
 
 impl ShimErrno {
@@ -44,6 +50,7 @@ impl ShimErrno {
             ShimErrno::EEXIST => 17,
             ShimErrno::EMFILE => 24,
             ShimErrno::EOPNOTSUPP => 95,
+            ShimErrno::EADDRINUSE => 98,
         }
     }
 
@@ -55,6 +62,7 @@ impl ShimErrno {
             ShimErrno::EEXIST => "EEXIST",
             ShimErrno::EMFILE => "EMFILE",
             ShimErrno::EOPNOTSUPP => "EOPNOTSUPP",
+            ShimErrno::EADDRINUSE => "EADDRINUSE",
         }
     }
 }

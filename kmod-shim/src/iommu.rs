@@ -4,6 +4,36 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+/// Which IOMMU driver's page-table code the domain models: it decides what
+/// `iommu_map()` answers when part of the range is already translated (the
+/// kernel-faithful IOVA-offset-0 collision, crate docs item 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IommuModel {
+    /// Intel VT-d on the generic page table (`CONFIG_IOMMU_PT_VTDSS`):
+    /// `map_pages()` → `__map_range()` / `__map_single_page()` /
+    /// `__map_range_leaf()` in `drivers/iommu/generic_pt/iommu_pt.h` refuse a
+    /// present entry with `-EADDRINUSE`. The default: the one the kernel lab
+    /// measured (7.2.13 and 7.3.4 under QEMU `-device intel-iommu`,
+    /// `kernel-lab/FINDINGS.md` F1).
+    #[default]
+    IntelVtd,
+    /// io-pgtable-arm (SMMUv2/v3 LPAE formats): `arm_lpae_init_pte()`
+    /// refuses an existing PTE with `-EEXIST` (read from the source, not
+    /// measured by the lab).
+    ArmLpae,
+}
+
+impl IommuModel {
+    /// The errno `iommu_map()` returns for a range that is already (partly)
+    /// translated.
+    pub const fn collision_errno(self) -> crate::ShimErrno {
+        match self {
+            IommuModel::IntelVtd => crate::ShimErrno::EADDRINUSE,
+            IommuModel::ArmLpae => crate::ShimErrno::EEXIST,
+        }
+    }
+}
+
 /// One mapped extent of the page table: `len` bytes at `iova` translate to
 /// `paddr..paddr + len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +95,8 @@ pub struct IommuStats {
     pub unmaps: u64,
     /// Zero-length unmaps (see [`IommuOp::SpuriousUnmap`]).
     pub spurious_unmaps: u64,
-    /// Maps refused because the IOVA was already translated (EEXIST).
+    /// Maps refused because the IOVA was already translated
+    /// ([`IommuModel::collision_errno`]).
     pub collisions: u64,
     /// Frees of IOVA space that was not allocated.
     pub bad_frees: u64,
@@ -98,6 +129,7 @@ pub struct Iommu {
     aperture_start: u64,
     aperture_end: u64,
     page: u64,
+    model: IommuModel,
     cursor: u64,
     /// start -> end (exclusive). Adjacent allocations merge, so a run of
     /// per-range `dma_map_phys()` calls costs one record.
@@ -110,18 +142,36 @@ pub struct Iommu {
 }
 
 impl Iommu {
-    /// A domain whose IOVA aperture is `[start, end)`, both page-aligned.
+    /// A domain whose IOVA aperture is `[start, end)`, both page-aligned,
+    /// with the default driver model ([`IommuModel::IntelVtd`]).
     pub fn new(aperture_start: u64, aperture_end: u64, page: u64) -> Self {
         Self {
             aperture_start,
             aperture_end,
             page,
+            model: IommuModel::default(),
             cursor: aperture_start,
             allocated: BTreeMap::new(),
             extents: VecDeque::new(),
             stats: IommuStats::default(),
             log: None,
         }
+    }
+
+    /// The same domain with another driver model.
+    pub fn with_model(mut self, model: IommuModel) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// The driver model.
+    pub fn model(&self) -> IommuModel {
+        self.model
+    }
+
+    /// Changes the driver model (the page table is kept).
+    pub fn set_model(&mut self, model: IommuModel) {
+        self.model = model;
     }
 
     /// Turns the operation log on (tests) or off (benchmarks).
@@ -276,9 +326,12 @@ impl Iommu {
         self.extents.partition_point(|x| x.end() <= iova)
     }
 
-    /// `iommu_map()`: installs `len` bytes at `iova` to `paddr`. Refuses
-    /// (EEXIST, as io-pgtable-arm does) if any of it is already translated,
-    /// and then changes nothing.
+    /// `iommu_map()`: installs `len` bytes at `iova` to `paddr`. Refuses if
+    /// any of it is already translated, with the model's errno
+    /// ([`IommuModel::collision_errno`]: EADDRINUSE on VT-d, EEXIST on
+    /// io-pgtable-arm), and then changes nothing (`iommu_map()` unmaps
+    /// whatever it installed before the refusal, so the model's atomic
+    /// refusal is the net effect).
     pub fn map(&mut self, iova: u64, paddr: u64, len: u64) -> Result<(), crate::ShimErrno> {
         let end = iova.checked_add(len).ok_or(crate::ShimErrno::EINVAL)?;
         if len == 0 {
@@ -287,7 +340,7 @@ impl Iommu {
         let i = self.first_after(iova);
         if self.extents.get(i).is_some_and(|x| x.iova < end) {
             self.stats.collisions += 1;
-            return Err(crate::ShimErrno::EEXIST);
+            return Err(self.model.collision_errno());
         }
         let ext = Extent { iova, len, paddr };
         if i == self.extents.len() {

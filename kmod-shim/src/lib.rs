@@ -14,9 +14,12 @@
 //! | [`Shim::unmap`] | `vfio_pci_dma_buf_unmap()` → `dma_buf_free_sgt()` |
 //! | [`Shim::close_fd`] / [`Shim::detach`] | `dma_buf_put()` → `vfio_pci_dma_buf_release()` |
 //! | [`Shim::set_memory_enabled`], [`Shim::reset`] | `vfio_pci_dma_buf_move()` |
+//! | [`Shim::try_reset`], [`Shim::set_reset_supported`] | `vfio_pci_ioctl_reset()` (`vdev->reset_works`) |
+//! | [`Shim::dma_translate`] / [`Shim::peer_reach`] | the importer's DMA path / plus the BAR's `PCI_COMMAND_MEMORY` decode |
 //! | [`Shim::close_device`] | `vfio_pci_dma_buf_cleanup()` |
 //! | [`P2pMapType`], [`P2pProvider`] | `enum pci_p2pdma_map_type`, `struct p2pdma_provider` |
 //! | [`Iommu`] | `struct iova_domain` + `struct iommu_domain` (dma-iommu) |
+//! | [`IommuModel`] | the driver's page-table `map_pages()` (generic_pt VT-d, io-pgtable-arm) |
 //! | [`SgTable`], [`calc_sg_nents`], [`max_sg_ent_sz`] | `struct sg_table`, `calc_sg_nents()`, `MAX_SG_ENT_SZ` |
 //! | [`DmaBufDma`], [`IovaState`] | `struct dma_buf_dma`, `struct dma_iova_state` |
 //!
@@ -28,8 +31,8 @@
 //! written in `drivers/dma-buf/dma-buf-mapping.c`,
 //! `drivers/vfio/pci/vfio_pci_dmabuf.c` and `drivers/iommu/dma-iommu.c` of
 //! the torvalds/linux trees read for this model (6.19 through 7.0; no 7.2
-//! source was at hand, and the kernel lab's importer, issue 7, is what will
-//! confirm each point on the real 7.2 kernel);
+//! source was at hand; the kernel lab's importer, issue 7, checks them on
+//! the real 7.2 and 7.3 kernels and has confirmed point 1);
 //! [`Fidelity::Fixed`] (the default) is the alternative proposed for the
 //! RFC. The differences, each covered by a test in `tests/faults.rs` or
 //! `tests/paths.rs`:
@@ -37,15 +40,21 @@
 //! 1. **IOVA link offset** (`dma_buf_phys_vec_to_sgt()`): every range is
 //!    linked with `dma_iova_link(dev, state, paddr, 0, len, ...)`, offset 0,
 //!    and `dma_iova_link()` maps at `state->addr + offset`. So with more
-//!    than one range on the IOVA path, range 1 lands on the IOVA of range 0.
-//!    What follows depends on the IOMMU driver: io-pgtable-arm refuses the
-//!    existing PTE (EEXIST), which is what the model does: the map fails and
-//!    is unwound. A driver that overwrites or keeps the old PTE instead would
-//!    return an sg entry covering `size` bytes of which only the first
-//!    range's length is translated, to the wrong range. Fixed: offset =
-//!    `mapped_len`. (Uncertain: driver behaviour on an existing PTE was not
-//!    checked per driver; confirm on hardware with `nr_ranges >= 2` through
-//!    an IOMMU.)
+//!    than one range on the IOVA path, range 1 lands on the IOVA of range 0
+//!    and `iommu_map()` meets a present PTE. What it answers depends on the
+//!    IOMMU driver ([`IommuModel`], [`Shim::set_iommu_model`]): Intel VT-d's
+//!    generic page table refuses with `EADDRINUSE` (the default model),
+//!    io-pgtable-arm with `EEXIST`; either way the map fails and is unwound.
+//!    (A driver that overwrote or kept the old PTE instead would return an
+//!    sg entry covering `size` bytes of which only the first range's length
+//!    is translated, to the wrong range.) Fixed: offset = `mapped_len`.
+//!    **CONFIRMED on the running kernel** (`kernel-lab/FINDINGS.md`, F1):
+//!    on 7.2.13 and 7.3.4 under QEMU `intel-iommu` (translating domain),
+//!    `dma_buf_map_attachment()` of any dma-buf with two or more ranges
+//!    fails with `EADDRINUSE` (98), every one-range dma-buf maps (8 GiB
+//!    included), and the fix (offset = bytes already linked) was
+//!    demonstrated by the lab fixture linking the same ranges by hand: every
+//!    range links and the peer reads the right BAR bytes through it.
 //! 2. **IOVA leak on the first link failure**: `err_unmap_dma` does nothing
 //!    when `i == 0`, so if `dma_iova_link()` fails for range 0 the span from
 //!    `dma_iova_try_alloc()` is never freed. Fixed: `dma_iova_free()`.
@@ -77,8 +86,19 @@
 //! frees; dma-iommu's `free_iova()` of the first piece may release the whole
 //! IOVA node while the rest is still mapped (not verified). And on the
 //! BUS_ADDR path, revocation tears nothing down in any IOMMU: the peer still
-//! reaches the BAR by bus address until it stops on its own
-//! ([`Shim::peer_reach`]).
+//! reaches the BAR by bus address until it stops on its own, whenever the
+//! device decodes memory ([`Shim::peer_reach`]; the same holds for
+//! dma-direct, `iommu=pt`). While `PCI_COMMAND_MEMORY` is clear the BAR
+//! answers nothing on any path (measured: `kernel-lab/FINDINGS.md`, F3).
+//!
+//! # Kernel-lab corrections
+//!
+//! Three predictions the kernel lab's importer (`kernel-lab/FINDINGS.md`)
+//! measured as wrong on 7.2.13 and 7.3.4, now modelled, each with a
+//! regression test in `tests/lab_findings.rs`: the collision errno is the
+//! IOMMU driver's ([`IommuModel`], F1); `VFIO_DEVICE_RESET` without a reset
+//! method is EINVAL and revokes nothing ([`Shim::try_reset`], F2); a BAR
+//! with memory decoding off is unreachable ([`Shim::peer_reach`], F3).
 //!
 //! # Revocation as modelled
 //!
@@ -113,7 +133,7 @@ mod shim;
 pub use check::{check_invariants, Violation};
 pub use errno::ShimErrno;
 pub use fault::{FaultPlan, FaultSite, Fidelity};
-pub use iommu::{Extent, Iommu, IommuOp, IommuSnapshot, IommuStats};
+pub use iommu::{Extent, Iommu, IommuModel, IommuOp, IommuSnapshot, IommuStats};
 pub use p2p::{P2pMapType, P2pProvider};
 pub use sg::{calc_sg_nents, max_sg_ent_sz, SgEntry, SgTable};
 pub use shim::{

@@ -7,7 +7,7 @@ use uapi::{DeviceFeatureDmaBufSingle, Request};
 use validator::{Device, Outcome, PhysVec, Policy, Reject};
 
 use crate::fault::{FaultPlan, FaultSite, Faults, Fidelity};
-use crate::iommu::{Iommu, IommuSnapshot};
+use crate::iommu::{Iommu, IommuModel, IommuSnapshot};
 use crate::p2p::{P2pMapType, P2pProvider};
 use crate::sg::{calc_sg_nents, max_sg_ent_sz, SgEntry, SgTable};
 use crate::ShimErrno;
@@ -55,7 +55,7 @@ pub struct ImporterDesc {
     pub move_notify: bool,
     /// Whether its `move_notify` unmaps at once. If not, the importer unmaps
     /// later and revocation waits for it (counted in
-    /// [`Counters::revoke_waits`]).
+    /// [`Events::revoke_waits`]).
     pub unmap_in_move_notify: bool,
     /// `pci_p2pdma_map_type(provider, dev)` for this importer.
     pub map_type: P2pMapType,
@@ -114,6 +114,11 @@ pub struct VfioPciCoreDevice {
     pub memory_enabled: bool,
     /// Whether a user has the device open.
     pub open: bool,
+    /// `vdev->reset_works`: whether the device has a reset method (FLR, PM,
+    /// slot or bus reset), as `vfio_pci_core_enable()` probes it and
+    /// `VFIO_DEVICE_INFO` reports it (`VFIO_DEVICE_FLAGS_RESET`). Set with
+    /// [`Shim::set_reset_supported`]; true by default.
+    pub reset_works: bool,
     /// `pci_bus_address() - pci_resource_start()` for every BAR, wrapping.
     pub bus_offset: u64,
     /// `vdev->dmabufs`, in insertion order.
@@ -409,6 +414,7 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct Shim {
     cfg: Config,
+    iommu_model: IommuModel,
     vdev: VfioPciCoreDevice,
     dmabufs: Vec<Option<DmaBuf>>,
     importers: Vec<Importer>,
@@ -449,10 +455,12 @@ impl Shim {
     pub fn new(dev: Device, cfg: Config) -> Self {
         Self {
             cfg,
+            iommu_model: IommuModel::default(),
             vdev: VfioPciCoreDevice {
                 dev,
                 memory_enabled: true,
                 open: true,
+                reset_works: true,
                 bus_offset: cfg.bus_offset,
                 dmabufs: Vec::new(),
             },
@@ -475,6 +483,30 @@ impl Shim {
     /// The device.
     pub fn device(&self) -> &VfioPciCoreDevice {
         &self.vdev
+    }
+
+    /// Which IOMMU driver the importers' domains model (default
+    /// [`IommuModel::IntelVtd`], the one the kernel lab measured). Applies to
+    /// the importers already added and to those added later.
+    pub fn set_iommu_model(&mut self, model: IommuModel) {
+        self.iommu_model = model;
+        for imp in &mut self.importers {
+            if let Some(io) = imp.iommu.as_mut() {
+                io.set_model(model);
+            }
+        }
+    }
+
+    /// The IOMMU driver model.
+    pub fn iommu_model(&self) -> IommuModel {
+        self.iommu_model
+    }
+
+    /// Whether the device has a reset method (`vdev->reset_works`); without
+    /// one, [`Shim::try_reset`] is EINVAL and touches nothing. True by
+    /// default.
+    pub fn set_reset_supported(&mut self, works: bool) {
+        self.vdev.reset_works = works;
     }
 
     /// Arms a fault plan (or clears it with `None`); call counters restart.
@@ -523,7 +555,9 @@ impl Shim {
         let page = self.vdev.dev.page_size.bytes();
         let iommu = match desc.dma {
             DmaOps::Direct => None,
-            DmaOps::Iommu { aperture_start, aperture_end, .. } => Some(Iommu::new(aperture_start, aperture_end, page)),
+            DmaOps::Iommu { aperture_start, aperture_end, .. } => {
+                Some(Iommu::new(aperture_start, aperture_end, page).with_model(self.iommu_model))
+            }
         };
         self.importers.push(Importer { desc, iommu });
         ImporterId(self.importers.len() - 1)
@@ -585,28 +619,54 @@ impl Shim {
         bufs + maps + iommus
     }
 
-    /// What a DMA from `importer` to `dma_addr` reaches, given the path its
+    /// Where a DMA from `importer` to `dma_addr` lands, given the path its
     /// mappings take: the physical address and how many bytes stay
-    /// contiguous from there. On the BUS_ADDR path a bus address reaches a
-    /// BAR whether or not anything is mapped (nothing but the importer stops
-    /// it); through the host bridge only what the IOMMU translates is
-    /// reachable (or everything, with dma-direct).
-    pub fn peer_reach(&self, importer: ImporterId, dma_addr: u64) -> Option<(u64, u64)> {
+    /// contiguous from there. Translation only: whether the target answers
+    /// is [`Shim::peer_reach`]'s question. On the BUS_ADDR path
+    /// (`pci_p2pdma_bus_addr_map()` inverted) and with dma-direct a bus
+    /// address lands in a BAR whether or not anything is mapped; through an
+    /// IOMMU only what its page table translates lands anywhere
+    /// (`iommu_iova_to_phys()`).
+    ///
+    /// This is what [`crate::check_invariants`] walks the sg tables through:
+    /// it checks that the mapping's translation is right, which is
+    /// independent of `PCI_COMMAND` (and a live mapping never coexists with
+    /// memory decoding off: `vfio_pci_dma_buf_move()` revokes first).
+    pub fn dma_translate(&self, importer: ImporterId, dma_addr: u64) -> Option<(u64, u64)> {
         let imp = &self.importers[importer.0];
-        let in_bar = |phys: u64| {
-            self.vdev.dev.bars.iter().find_map(|b| {
-                let end = b.start.checked_add(b.len)?;
-                (!b.is_absent() && phys >= b.start && phys < end).then(|| (phys, end - phys))
-            })
-        };
         match imp.desc.map_type {
             P2pMapType::NotSupported => None,
-            P2pMapType::BusAddr => in_bar(dma_addr.wrapping_sub(self.vdev.bus_offset)),
+            P2pMapType::BusAddr => self.in_bar(dma_addr.wrapping_sub(self.vdev.bus_offset)),
             P2pMapType::ThruHostBridge => match &imp.iommu {
                 Some(iommu) => iommu.translate(dma_addr),
-                None => in_bar(dma_addr),
+                None => self.in_bar(dma_addr),
             },
         }
+    }
+
+    /// What a DMA from `importer` to `dma_addr` reaches: [`Shim::dma_translate`],
+    /// then the device's address decode. While `PCI_COMMAND_MEMORY` is clear
+    /// (`__vfio_pci_memory_enabled()` false) the BARs do not decode, so a DMA
+    /// landing in one of them reaches nothing (the kernel lab's edu reads
+    /// zeros there, `kernel-lab/FINDINGS.md` F3), whatever the mapping
+    /// state. Once decoding is back, an address whose translation survived
+    /// revocation reaches the BAR again: the BUS_ADDR path and dma-direct
+    /// (`iommu=pt`), where `dma_buf_free_sgt()` tears nothing down (a
+    /// documented kernel fact; nothing but the importer stops such DMA).
+    pub fn peer_reach(&self, importer: ImporterId, dma_addr: u64) -> Option<(u64, u64)> {
+        let (phys, run) = self.dma_translate(importer, dma_addr)?;
+        if !self.vdev.memory_enabled && self.in_bar(phys).is_some() {
+            return None;
+        }
+        Some((phys, run))
+    }
+
+    /// The present BAR holding `phys`, as (phys, bytes to the BAR's end).
+    fn in_bar(&self, phys: u64) -> Option<(u64, u64)> {
+        self.vdev.dev.bars.iter().find_map(|b| {
+            let end = b.start.checked_add(b.len)?;
+            (!b.is_absent() && phys >= b.start && phys < end).then(|| (phys, end - phys))
+        })
     }
 
     // ----- device -------------------------------------------------------
@@ -638,14 +698,28 @@ impl Shim {
         self.dma_buf_move(!enabled);
     }
 
-    /// `VFIO_DEVICE_RESET` (`vfio_pci_ioctl_reset()`): revoke, reset, and
-    /// restore if memory decoding is (still) enabled; the config space
-    /// restore after the function reset keeps the memory bit.
-    pub fn reset(&mut self) {
+    /// `VFIO_DEVICE_RESET` (`vfio_pci_ioctl_reset()`): without a reset
+    /// method (`!vdev->reset_works`, [`Shim::set_reset_supported`]) EINVAL
+    /// before any dma-buf is touched: no `move_notify`, mappings survive.
+    /// Otherwise revoke, reset, and restore if memory decoding is (still)
+    /// enabled; the config space restore after the function reset keeps the
+    /// memory bit.
+    pub fn try_reset(&mut self) -> Result<(), ShimErrno> {
+        if !self.vdev.reset_works {
+            return Err(ShimErrno::EINVAL);
+        }
         self.dma_buf_move(true);
         if self.vdev.memory_enabled {
             self.dma_buf_move(false);
         }
+        Ok(())
+    }
+
+    /// [`Shim::try_reset`] with the errno dropped (kept for callers that
+    /// only drive the state; a device without a reset method stays as it
+    /// was).
+    pub fn reset(&mut self) {
+        let _ = self.try_reset();
     }
 
     /// `vfio_pci_dma_buf_move()`: flips `revoked` on every listed dma-buf

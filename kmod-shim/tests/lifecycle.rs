@@ -166,11 +166,18 @@ fn detach_with_live_mappings_is_recorded() {
 
 #[test]
 fn bus_addr_peer_still_reaches_the_bar_after_revoke() {
-    // Flagged: nothing but the importer stops DMA on the BUS_ADDR path.
+    // Flagged: nothing but the importer stops DMA on the BUS_ADDR path. While
+    // memory decoding is off the BAR answers nothing (kernel-lab F3); once it
+    // is back, the revoked bus address reaches the BAR again.
     let (mut s, buf, bus, _) = setup();
     let att = s.attach(buf, bus).unwrap();
     s.map(att).unwrap();
     s.set_memory_enabled(false);
+    assert_eq!(s.counters().mappings, 0);
+    assert_eq!(s.peer_reach(bus, BAR0), None);
+    assert_eq!(s.dma_translate(bus, BAR0), Some((BAR0, 16 * GIB)));
+    ok(&s);
+    s.set_memory_enabled(true);
     assert_eq!(s.counters().mappings, 0);
     assert_eq!(s.peer_reach(bus, BAR0), Some((BAR0, 16 * GIB)));
     ok(&s);
