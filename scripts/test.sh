@@ -4,7 +4,8 @@
 # installs QEMU and fetches its kernel itself), then runs formatting, lints,
 # the workspace's tests, a smoke run of each benchmark and a reduced kernel lab.
 #
-# NR_RANGES_SKIP_LAB=1 skips the kernel lab (it needs Debian's mirrors).
+# NR_RANGES_SKIP_LAB=1 skips the kernel lab (it needs Debian's mirrors);
+# NR_RANGES_SKIP_FUZZ=1 skips the fuzz smoke run (it needs the nightly toolchain).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,11 @@ if [ -d kmod-shim ] && [ -d kmod-shim/benches ]; then
     cargo bench -p nr-ranges-kmod-shim --locked -- --test
 fi
 
+if [ -d fuzz ] && [ "${NR_RANGES_SKIP_FUZZ:-0}" != 1 ]; then
+    step "fuzz smoke run: each target for 30 s (campaigns: fuzz/README.md)"
+    scripts/fuzz.sh --smoke
+fi
+
 if [ -d rfc ]; then
     step "RFC evidence, quick and offline (writes target/rfc-quick/, not rfc/evidence/)"
     cargo run --release --locked -p rfc -- --quick --offline
@@ -42,4 +48,8 @@ fi
 if [ -d kernel-lab ] && [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     step "kernel lab, reduced: the real kernel against the validator"
     cargo run --release --locked -p kernel-lab -- --kernel 7.2 --cases 20000 --seed 1 --report target/kernel-lab.json
+fi
+if [ -d kernel-lab/importer ] && [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
+    step "kernel lab, importer: the kernel's own sg table on the IOVA path against kmod-shim"
+    cargo run --release --locked -p kernel-lab -- importer --kernel 7.2 --topology rc-epyc-iova --report target/importer.json
 fi

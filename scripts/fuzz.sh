@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Fuzz campaign driver for nr-ranges (see fuzz/README.md).
+#
+#   scripts/fuzz.sh                 # every target, 600 s each
+#   scripts/fuzz.sh --smoke         # every target, 30 s each (CI)
+#   scripts/fuzz.sh --time 3600 bytes structured
+#   scripts/fuzz.sh --jobs 8 --time 86400 structured   # libFuzzer -fork=8
+#
+# Installs cargo-fuzz (cargo install cargo-fuzz --locked) if missing. Needs
+# the nightly toolchain (rustup toolchain install nightly). Crashes land in
+# fuzz/artifacts/<target>/; new corpus entries in fuzz/corpus/<target>/ are
+# NOT committed (only the seeds are); run with FUZZ_SCRATCH_CORPUS=0 to let
+# libFuzzer grow the committed corpus instead.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+time_per_target=600
+jobs=1
+targets=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --smoke) time_per_target=30; shift ;;
+        --time) time_per_target="$2"; shift 2 ;;
+        --jobs) jobs="$2"; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) targets+=("$1"); shift ;;
+    esac
+done
+[[ ${#targets[@]} -gt 0 ]] || targets=(bytes structured lifecycle)
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz.sh: the nightly toolchain is required (rustup toolchain install nightly)" >&2
+    exit 1
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz.sh: installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked
+fi
+
+# fuzz/target is cargo-fuzz's own default and ignored by fuzz/.gitignore.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_FUZZ:-$root/fuzz/target}"
+# Safe Rust only: no sanitizer (ASan would cost 3x exec/s for nothing).
+fuzz_flags=(--release --debug-assertions --sanitizer none)
+for t in "${targets[@]}"; do cargo +nightly fuzz build "${fuzz_flags[@]}" "$t"; done
+
+status=0
+for t in "${targets[@]}"; do
+    seeds="fuzz/corpus/$t"
+    if [[ "${FUZZ_SCRATCH_CORPUS:-1}" == 1 ]]; then
+        # Grow a scratch corpus; read the committed seeds as a second dir.
+        work="$CARGO_TARGET_DIR/corpus/$t"
+        mkdir -p "$work"
+        dirs=("$work" "$root/$seeds")
+    else
+        dirs=("$root/$seeds")
+    fi
+    extra=()
+    if [[ "$jobs" -gt 1 ]]; then
+        extra+=("-fork=$jobs" "-ignore_crashes=0")
+    fi
+    echo "fuzz.sh: $t for ${time_per_target}s (jobs $jobs)" >&2
+    if ! cargo +nightly fuzz run "${fuzz_flags[@]}" "$t" "${dirs[@]}" -- \
+        -max_total_time="$time_per_target" -dict="$root/fuzz/dict/nr-ranges.dict" \
+        -max_len=4096 -print_final_stats=1 "${extra[@]}"; then
+        echo "fuzz.sh: $t FOUND A CRASH (fuzz/artifacts/$t/)" >&2
+        status=1
+    fi
+done
+exit $status
