@@ -24,6 +24,16 @@ const MARKER: &str = ".nr-ranges-complete";
 /// statically linked so that the initramfs needs no libc.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
+/// The suites to look for kernels in: `NR_RANGES_KERNEL_SUITES`
+/// (whitespace-separated) if set and not blank, else [`DEFAULT_SUITES`].
+pub fn kernel_suites() -> Vec<String> {
+    std::env::var("NR_RANGES_KERNEL_SUITES")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.split_whitespace().map(String::from).collect())
+        .unwrap_or_else(|| DEFAULT_SUITES.iter().map(|s| s.to_string()).collect())
+}
+
 /// Everything that can stop the lab before it has an answer. Each message
 /// names the cause and what to do.
 #[derive(Debug)]

@@ -63,11 +63,7 @@ pub fn run(a: &ImporterArgs) -> Result<u64, LabError> {
     let root = host::cache_root()?;
     let run_dir = host::tempdir(&std::env::temp_dir(), "nr-ranges-importer")?;
     host::ensure_host_tools(&run_dir.0)?;
-    let suites = std::env::var("NR_RANGES_KERNEL_SUITES")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.split_whitespace().map(String::from).collect())
-        .unwrap_or_else(|| host::DEFAULT_SUITES.iter().map(|s| s.to_string()).collect());
+    let suites = host::kernel_suites();
     let kernel = host::resolve_kernel(&root, &KernelRequest { wanted: a.kernel.clone(), refresh: false, suites })?;
     println!("kernel under test: {} (package {} from {})", kernel.pkg.abi, kernel.pkg.version, kernel.pkg.suite);
     let tm = Instant::now();

@@ -118,11 +118,7 @@ fn run(args: &Args) -> Result<u64, LabError> {
     let run_dir = host::tempdir(&std::env::temp_dir(), "nr-ranges-lab")?;
     host::ensure_host_tools(&run_dir.0)?;
 
-    let suites = std::env::var("NR_RANGES_KERNEL_SUITES")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.split_whitespace().map(String::from).collect())
-        .unwrap_or_else(|| host::DEFAULT_SUITES.iter().map(|s| s.to_string()).collect());
+    let suites = host::kernel_suites();
     let req = KernelRequest { wanted: args.kernel.clone(), refresh: args.refresh, suites };
     let kernel = host::resolve_kernel(&root, &req)?;
     let t_fetch = t0.elapsed();
