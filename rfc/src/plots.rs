@@ -31,6 +31,26 @@ type R = Result<(), Box<dyn std::error::Error>>;
 
 const FONT: &str = "sans-serif";
 
+/// The legend's sample of a line series: a short stroke in its colour.
+fn legend_line(col: RGBColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(width))
+}
+
+/// Every plot's legend box: white, translucent, framed, at `pos`.
+fn draw_legend<'a, CT: CoordTranslate>(
+    ch: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    pos: SeriesLabelPosition,
+    font_size: u32,
+) -> R {
+    ch.configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, font_size))
+        .draw()?;
+    Ok(())
+}
+
 fn color(i: usize) -> RGBColor {
     // Colour-blind-safe (Okabe-Ito) first, so lines stay distinguishable.
     const C: [RGBColor; 6] = [
@@ -100,15 +120,10 @@ fn contiguous(path: &Path, cells: &[Cell]) -> R {
             let col = color(i);
             ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))?
                 .label(format!("BAR {}", fmt_bytes(bar)))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+                .legend(legend_line(col, 2));
             ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, col.filled())))?;
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()?;
+        draw_legend(&mut ch, SeriesLabelPosition::LowerLeft, 12)?;
     }
     root.present()?;
     Ok(())
@@ -154,7 +169,7 @@ fn nr_ranges(path: &Path, cells: &[Cell]) -> R {
                 col.stroke_width(2),
             ))?
             .label(fb.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+            .legend(legend_line(col, 2));
             ch.draw_series(
                 sel.iter().map(|c| TriangleMarker::new((c.occupancy * 100.0, c.nr_ranges.max as f64), 5, col.filled())),
             )?;
@@ -165,14 +180,9 @@ fn nr_ranges(path: &Path, cells: &[Cell]) -> R {
         ] {
             ch.draw_series(LineSeries::new(vec![(xr.start, v), (xr.end, v)], col.stroke_width(3)))?
                 .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(3)));
+                .legend(legend_line(col, 3));
         }
-        ch.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 12))
-            .draw()?;
+        draw_legend(&mut ch, SeriesLabelPosition::UpperLeft, 12)?;
     }
     root.present()?;
     Ok(())
@@ -215,12 +225,7 @@ fn sg_entries(path: &Path, samples: &[Sample]) -> R {
         .label(label)
         .legend(move |(x, y)| Circle::new((x + 8, y), 4, col.filled()));
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()?;
+    draw_legend(&mut ch, SeriesLabelPosition::UpperLeft, 13)?;
     root.present()?;
     Ok(())
 }
@@ -252,23 +257,18 @@ fn workaround(path: &Path, cells: &[Cell]) -> R {
             .collect();
         ch.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))?
             .label(format!("{} workaround", fb.name))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+            .legend(legend_line(col, 2));
         ch.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, col.filled())))?;
     }
     let grey = RGBColor(60, 60, 60);
     ch.draw_series(LineSeries::new(vec![(xr.start, 1024.0), (xr.end, 1024.0)], grey.stroke_width(3)))?
         .label("1,024: default RLIMIT_NOFILE soft limit")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(3)));
+        .legend(legend_line(grey, 3));
     let black = RGBColor(0, 0, 0);
     ch.draw_series(LineSeries::new(vec![(xr.start, 1.0), (xr.end, 1.0)], black.stroke_width(3)))?
         .label("multi-range: 1 dma-buf, 1 fd, 1 ioctl")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], black.stroke_width(3)));
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()?;
+        .legend(legend_line(black, 3));
+    draw_legend(&mut ch, SeriesLabelPosition::UpperLeft, 13)?;
     root.present()?;
     Ok(())
 }
@@ -300,12 +300,7 @@ fn timing(path: &Path, t: &[Timing]) -> R {
     ch.draw_series(t.iter().map(|x| Cross::new((x.nr_ranges as f64, us(&x.workaround_ns)), 4, b.stroke_width(1))))?
         .label("one dma-buf per range (workaround)")
         .legend(move |(x, y)| Cross::new((x + 8, y), 4, b.stroke_width(1)));
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()?;
+    draw_legend(&mut ch, SeriesLabelPosition::UpperLeft, 13)?;
     root.present()?;
     Ok(())
 }
