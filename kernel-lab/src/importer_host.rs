@@ -528,17 +528,7 @@ mod tests {
 
     #[test]
     fn shim_predicts_the_iova_span_for_two_ranges_in_fixed_mode_only() {
-        use crate::proto::{BarInfo, BarType, DeviceInfo};
-        let rep = ImporterReport {
-            ivshmem: Some(DeviceInfo {
-                name: "ivshmem-plain".into(),
-                bdf: "0000:00:04.0".into(),
-                group: 1,
-                page_size: 4096,
-                bars: vec![BarInfo { index: 2, kind: BarType::Mem, start: 0x80_0000_0000, len: 16 << 20 }],
-            }),
-            ..Default::default()
-        };
+        let rep = ivshmem_report();
         let sh = shapes(16 << 20, None);
         let p = predict_shape(&rep, Expect::IovaPath, &sh[0].ranges);
         assert_eq!(p.map_err, Some(0));
@@ -554,7 +544,8 @@ mod tests {
         assert_eq!(rev.len(), 6);
     }
 
-    fn rc_report(reset_note: &str) -> ImporterReport {
+    /// A guest report with ivshmem's 16 MiB BAR2 and nothing else.
+    fn ivshmem_report() -> ImporterReport {
         use crate::proto::{BarInfo, BarType, DeviceInfo};
         ImporterReport {
             ivshmem: Some(DeviceInfo {
@@ -564,9 +555,12 @@ mod tests {
                 page_size: 4096,
                 bars: vec![BarInfo { index: 2, kind: BarType::Mem, start: 0x80_0000_0000, len: 16 << 20 }],
             }),
-            rev: vec![RevStep::note("VFIO_DEVICE_RESET", reset_note)],
             ..Default::default()
         }
+    }
+
+    fn rc_report(reset_note: &str) -> ImporterReport {
+        ImporterReport { rev: vec![RevStep::note("VFIO_DEVICE_RESET", reset_note)], ..ivshmem_report() }
     }
 
     /// FINDINGS F2: the guest's reset answer configures the shim.
