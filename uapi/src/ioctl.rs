@@ -326,12 +326,12 @@ impl GuardedArg {
             )
         }?;
         let guard = data_pages * page;
-        let this = Self { map, map_len, start: guard - len, len };
+        // Owned from here on, so that a failure below unmaps on drop.
+        let mut this = Self { map, map_len, start: guard - len, len };
         // SAFETY: the guard page lies inside the mapping just created.
         let guard_ptr = unsafe { NonNull::new_unchecked(map.as_ptr().cast::<u8>().add(guard).cast()) };
         // SAFETY: changes protection of one page we own inside our mapping.
         unsafe { nix::sys::mman::mprotect(guard_ptr, page, ProtFlags::PROT_NONE) }?;
-        let mut this = this;
         let n = bytes.len().min(len);
         this.as_mut_slice()[..n].copy_from_slice(&bytes[..n]);
         Ok(this)
