@@ -14,6 +14,7 @@
 //! - `rust_linux_fill`, `c_linux_fill`: the same, with the physical vectors
 //!   written into a preallocated array (the kernel's `priv->phys_vec`).
 //! - `plain_read`: xor of every `u64` of the range array.
+#![allow(missing_docs, reason = "criterion_group! defines a pub fn in a bench harness, which has no API to document")]
 #![forbid(unsafe_code)]
 
 use std::hint::black_box;

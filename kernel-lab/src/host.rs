@@ -869,6 +869,7 @@ pub fn qemu_command(spec: &BootSpec) -> Command {
     c
 }
 
+/// The last `lines` lines of a run's console log, for error messages.
 pub fn console_tail(run_dir: &Path, lines: usize) -> String {
     let text = fs::read_to_string(run_dir.join("console.log")).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();

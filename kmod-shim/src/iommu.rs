@@ -26,10 +26,10 @@ pub enum IommuModel {
 impl IommuModel {
     /// The errno `iommu_map()` returns for a range that is already (partly)
     /// translated.
-    pub const fn collision_errno(self) -> crate::ShimErrno {
+    pub const fn collision_errno(self) -> crate::Errno {
         match self {
-            IommuModel::IntelVtd => crate::ShimErrno::EADDRINUSE,
-            IommuModel::ArmLpae => crate::ShimErrno::EEXIST,
+            IommuModel::IntelVtd => crate::Errno::EADDRINUSE,
+            IommuModel::ArmLpae => crate::Errno::EEXIST,
         }
     }
 }
@@ -332,10 +332,10 @@ impl Iommu {
     /// io-pgtable-arm), and then changes nothing (`iommu_map()` unmaps
     /// whatever it installed before the refusal, so the model's atomic
     /// refusal is the net effect).
-    pub fn map(&mut self, iova: u64, paddr: u64, len: u64) -> Result<(), crate::ShimErrno> {
-        let end = iova.checked_add(len).ok_or(crate::ShimErrno::EINVAL)?;
+    pub fn map(&mut self, iova: u64, paddr: u64, len: u64) -> Result<(), crate::Errno> {
+        let end = iova.checked_add(len).ok_or(crate::Errno::EINVAL)?;
         if len == 0 {
-            return Err(crate::ShimErrno::EINVAL);
+            return Err(crate::Errno::EINVAL);
         }
         let i = self.first_after(iova);
         if self.extents.get(i).is_some_and(|x| x.iova < end) {

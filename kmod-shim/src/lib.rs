@@ -123,7 +123,6 @@
 #![warn(missing_docs)]
 
 mod check;
-mod errno;
 mod fault;
 mod iommu;
 mod p2p;
@@ -131,7 +130,6 @@ mod sg;
 mod shim;
 
 pub use check::{check_invariants, Violation};
-pub use errno::ShimErrno;
 pub use fault::{FaultPlan, FaultSite, Fidelity};
 pub use iommu::{Extent, Iommu, IommuModel, IommuOp, IommuSnapshot, IommuStats};
 pub use p2p::{P2pMapType, P2pProvider};
@@ -141,4 +139,4 @@ pub use shim::{
     ExportError, Importer, ImporterDesc, ImporterId, IovaState, MapError, MapPath, MappingId, Shim, Snapshot,
     VfioPciCoreDevice,
 };
-pub use validator::{Bar, BarKind, Device, PageSize, PhysVec, Policy, Reject};
+pub use validator::{Bar, BarKind, Device, Errno, PageSize, PhysVec, Policy, Reject};

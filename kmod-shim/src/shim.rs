@@ -10,7 +10,7 @@ use crate::fault::{FaultPlan, FaultSite, Faults, Fidelity};
 use crate::iommu::{Iommu, IommuModel, IommuSnapshot};
 use crate::p2p::{P2pMapType, P2pProvider};
 use crate::sg::{calc_sg_nents, max_sg_ent_sz, SgEntry, SgTable};
-use crate::ShimErrno;
+use crate::Errno;
 
 /// A dma-buf, by index (the model's stand-in for its fd / `struct dma_buf *`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -301,16 +301,16 @@ pub enum ExportError {
 
 impl ExportError {
     /// The errno the ioctl returns.
-    pub fn errno(&self) -> ShimErrno {
+    pub fn errno(&self) -> Errno {
         match self {
-            ExportError::Rejected(r) => r.errno().into(),
-            ExportError::NotAnExport => ShimErrno::EINVAL,
-            ExportError::DeviceNotOpen => ShimErrno::EBADF,
+            ExportError::Rejected(r) => r.errno(),
+            ExportError::NotAnExport => Errno::EINVAL,
+            ExportError::DeviceNotOpen => Errno::EBADF,
             ExportError::RangeCopyNoMem
             | ExportError::PrivNoMem
             | ExportError::PhysVecNoMem
-            | ExportError::DmaBufExportNoMem => ShimErrno::ENOMEM,
-            ExportError::FdInstall => ShimErrno::EMFILE,
+            | ExportError::DmaBufExportNoMem => Errno::ENOMEM,
+            ExportError::FdInstall => Errno::EMFILE,
         }
     }
 }
@@ -334,12 +334,12 @@ pub enum AttachError {
 
 impl AttachError {
     /// The errno.
-    pub fn errno(&self) -> ShimErrno {
+    pub fn errno(&self) -> Errno {
         match self {
-            AttachError::NoSuchDmaBuf => ShimErrno::EBADF,
-            AttachError::NoMem => ShimErrno::ENOMEM,
-            AttachError::NoPeer2Peer | AttachError::PinNotSupported => ShimErrno::EOPNOTSUPP,
-            AttachError::Revoked => ShimErrno::ENODEV,
+            AttachError::NoSuchDmaBuf => Errno::EBADF,
+            AttachError::NoMem => Errno::ENOMEM,
+            AttachError::NoPeer2Peer | AttachError::PinNotSupported => Errno::EOPNOTSUPP,
+            AttachError::Revoked => Errno::ENODEV,
         }
     }
 }
@@ -364,7 +364,7 @@ pub enum MapError {
         /// The range.
         index: usize,
         /// What it returned.
-        errno: ShimErrno,
+        errno: Errno,
     },
     /// `dma_map_phys()` returned `DMA_MAPPING_ERROR` for range `index`
     /// (`dma_mapping_error()`: ENOMEM).
@@ -378,12 +378,12 @@ pub enum MapError {
 
 impl MapError {
     /// The errno `map_dma_buf` returns (as an `ERR_PTR`).
-    pub fn errno(&self) -> ShimErrno {
+    pub fn errno(&self) -> Errno {
         match self {
-            MapError::NoSuchAttachment => ShimErrno::EBADF,
-            MapError::Revoked => ShimErrno::ENODEV,
-            MapError::NoMem | MapError::MapPhys { .. } | MapError::IovaSync => ShimErrno::ENOMEM,
-            MapError::P2pNotSupported | MapError::SgNentsOverflow => ShimErrno::EINVAL,
+            MapError::NoSuchAttachment => Errno::EBADF,
+            MapError::Revoked => Errno::ENODEV,
+            MapError::NoMem | MapError::MapPhys { .. } | MapError::IovaSync => Errno::ENOMEM,
+            MapError::P2pNotSupported | MapError::SgNentsOverflow => Errno::EINVAL,
             MapError::IovaLink { errno, .. } => *errno,
         }
     }
@@ -704,9 +704,9 @@ impl Shim {
     /// Otherwise revoke, reset, and restore if memory decoding is (still)
     /// enabled; the config space restore after the function reset keeps the
     /// memory bit.
-    pub fn try_reset(&mut self) -> Result<(), ShimErrno> {
+    pub fn try_reset(&mut self) -> Result<(), Errno> {
         if !self.vdev.reset_works {
-            return Err(ShimErrno::EINVAL);
+            return Err(Errno::EINVAL);
         }
         self.dma_buf_move(true);
         if self.vdev.memory_enabled {
@@ -906,10 +906,10 @@ impl Shim {
     }
 
     /// The user closes the dma-buf fd.
-    pub fn close_fd(&mut self, id: DmaBufId) -> Result<(), ShimErrno> {
-        let buf = self.dmabufs.get_mut(id.0).and_then(Option::as_mut).ok_or(ShimErrno::EBADF)?;
+    pub fn close_fd(&mut self, id: DmaBufId) -> Result<(), Errno> {
+        let buf = self.dmabufs.get_mut(id.0).and_then(Option::as_mut).ok_or(Errno::EBADF)?;
         if !buf.fd_open {
-            return Err(ShimErrno::EBADF);
+            return Err(Errno::EBADF);
         }
         buf.fd_open = false;
         self.dma_buf_put(id.0);
@@ -971,8 +971,8 @@ impl Shim {
 
     /// `dma_buf_detach()`; remaining mappings are unmapped first (an
     /// importer bug, recorded).
-    pub fn detach(&mut self, id: AttachmentId) -> Result<(), ShimErrno> {
-        let att = self.attachment(id).ok_or(ShimErrno::EBADF)?;
+    pub fn detach(&mut self, id: AttachmentId) -> Result<(), Errno> {
+        let att = self.attachment(id).ok_or(Errno::EBADF)?;
         let buf = att.dmabuf.0;
         if !att.mappings.is_empty() {
             self.anomalies.push(Anomaly::DetachWithMappings);
@@ -1134,7 +1134,7 @@ fn phys_vec_to_sgt(
                 // The kernel links every range at offset 0 of the span.
                 let offset = if faithful { 0 } else { mapped_len };
                 let r = if ctx.faults.hit(FaultSite::IovaLink) {
-                    Err(ShimErrno::ENOMEM)
+                    Err(Errno::ENOMEM)
                 } else {
                     imp.iommu.as_mut().expect("IOVA path").map(st.addr + offset, pv.paddr, pv.len)
                 };

@@ -33,9 +33,9 @@ fn f1_iova_collision_errno_is_the_iommu_drivers() {
     assert_eq!(s.iommu_model(), IommuModel::IntelVtd);
     let imp = s.add_importer(iommu());
     let (_, m) = map(&mut s, imp, &TWO);
-    assert_eq!(m, Err(MapError::IovaLink { index: 1, errno: ShimErrno::EADDRINUSE }));
-    assert_eq!(m.unwrap_err().errno().code(), 98);
-    assert_eq!(ShimErrno::EADDRINUSE.name(), "EADDRINUSE");
+    assert_eq!(m, Err(MapError::IovaLink { index: 1, errno: Errno::EADDRINUSE }));
+    assert_eq!(m.unwrap_err().errno(), Errno::EADDRINUSE);
+    assert_eq!(Errno::EADDRINUSE.name(), "EADDRINUSE");
     assert!(s.importer(imp).iommu.as_ref().unwrap().is_idle());
     ok(&s);
     // ARM selectable, before or after the importer is added.
@@ -50,7 +50,7 @@ fn f1_iova_collision_errno_is_the_iommu_drivers() {
         }
         assert_eq!(s.importer(imp).iommu.as_ref().unwrap().model(), IommuModel::ArmLpae);
         let (_, m) = map(&mut s, imp, &TWO);
-        assert_eq!(m, Err(MapError::IovaLink { index: 1, errno: ShimErrno::EEXIST }), "set before: {before}");
+        assert_eq!(m, Err(MapError::IovaLink { index: 1, errno: Errno::EEXIST }), "set before: {before}");
         ok(&s);
     }
     // One range maps in kernel mode; the fixed mode's offset maps both.
@@ -76,7 +76,7 @@ fn f2_reset_without_a_reset_method_is_einval_and_revokes_nothing() {
     let sg = s.sg_table(m).unwrap().pairs();
     s.set_reset_supported(false);
     let before = s.snapshot();
-    assert_eq!(s.try_reset(), Err(ShimErrno::EINVAL));
+    assert_eq!(s.try_reset(), Err(Errno::EINVAL));
     s.reset();
     assert_eq!(s.events().move_notifies, 0);
     assert_eq!(s.snapshot(), before);

@@ -29,7 +29,7 @@ fn attach_requires_peer2peer_then_not_revoked_then_move_notify() {
     // The p2p check comes first, then revoked, then the pin of a static one.
     assert_eq!(s.attach(buf, no_p2p), Err(AttachError::NoPeer2Peer));
     assert_eq!(s.attach(buf, static_imp), Err(AttachError::Revoked));
-    assert_eq!(AttachError::Revoked.errno(), ShimErrno::ENODEV);
+    assert_eq!(AttachError::Revoked.errno(), Errno::ENODEV);
     ok(&s);
 }
 
@@ -48,7 +48,7 @@ fn memory_disable_revokes_all_and_enable_restores() {
     assert_eq!(s.events().move_notifies, 2);
     assert!(s.importer(io).iommu.as_ref().unwrap().is_idle());
     assert_eq!(s.map(a2), Err(MapError::Revoked));
-    assert_eq!(MapError::Revoked.errno(), ShimErrno::ENODEV);
+    assert_eq!(MapError::Revoked.errno(), Errno::ENODEV);
     ok(&s);
     // A second disable changes nothing and notifies nobody.
     s.set_memory_enabled(false);
@@ -142,11 +142,11 @@ fn release_before_close_and_double_close_fd() {
     let att = s.attach(buf, io).unwrap();
     let m = s.map(att).unwrap();
     s.close_fd(buf).unwrap();
-    assert_eq!(s.close_fd(buf), Err(ShimErrno::EBADF));
+    assert_eq!(s.close_fd(buf), Err(Errno::EBADF));
     s.unmap(m);
     s.unmap(m);
     s.detach(att).unwrap();
-    assert_eq!(s.detach(att), Err(ShimErrno::EBADF));
+    assert_eq!(s.detach(att), Err(Errno::EBADF));
     assert!(s.dma_buf(buf).is_none());
     s.close_device();
     s.reset();

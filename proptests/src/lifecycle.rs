@@ -212,7 +212,7 @@ impl Lifecycle {
                     Err(MapError::NoSuchAttachment) => assert!(!live),
                     Err(MapError::Revoked) => {
                         assert!(self.revoked(self.buf_model(buf).expect("known")));
-                        assert_eq!(MapError::Revoked.errno(), kmod_shim::ShimErrno::ENODEV);
+                        assert_eq!(MapError::Revoked.errno(), kmod_shim::Errno::ENODEV);
                     }
                     Err(e) => {
                         // Predicted (sg cap, no P2P path, small aperture

@@ -1,9 +1,9 @@
 //! The claims, as functions that panic with the broken claim's name.
 
 use kmod_shim::{
-    calc_sg_nents, check_invariants, max_sg_ent_sz, Anomaly, AttachError, Device, DmaBufId, DmaOps, ExportError,
+    calc_sg_nents, check_invariants, max_sg_ent_sz, Anomaly, AttachError, Device, DmaBufId, DmaOps, Errno, ExportError,
     FaultPlan, FaultSite, Fidelity, ImporterDesc, ImporterId, MapError, MapPath, P2pMapType, Policy, Reject, Shim,
-    ShimErrno, Violation,
+    Violation,
 };
 use uapi::{DeviceFeatureDmaBufSingle, DmaRange, Request};
 use validator::{validate, Outcome, O_ACCMODE, O_CLOEXEC, STRICT_MAX_NR_RANGES};
@@ -79,7 +79,7 @@ pub fn shim_agrees_with_validator(req: &Request<'_>, dev: &Device, policy: Polic
         Ok(_) => assert_eq!(r, Err(ExportError::NotAnExport)),
         Err(rej) => {
             assert_eq!(r, Err(ExportError::Rejected(rej)), "shim's refusal");
-            assert_eq!(r.unwrap_err().errno(), ShimErrno::Known(rej.errno()));
+            assert_eq!(r.unwrap_err().errno(), rej.errno());
             assert_eq!(s.snapshot(), before, "a refused export changed the state");
         }
     }
@@ -404,9 +404,9 @@ pub fn kernel_links_at_offset_zero(dev: &Device, req: &Request<'_>, policy: Poli
     for (i, (f, k)) in fixed.iter().zip(&kernel).enumerate() {
         let iova = matches!(f, Ok(m) if m.path == MapPath::IovaSpan);
         if iova && nr >= 2 {
-            // The IOMMU driver's answer to a present PTE: EADDRINUSE (98)
+            // The IOMMU driver's answer to a present PTE: EADDRINUSE
             // on VT-d's generic page table, measured by the kernel lab
-            // (FINDINGS.md F1), or EEXIST (17) on io-pgtable-arm.
+            // (FINDINGS.md F1), or EEXIST on io-pgtable-arm.
             assert!(
                 matches!(k, Err(MapError::IovaLink { index: 1, errno }) if is_collision(*errno)),
                 "importer {i}: Kernel mode gave {k:?}, expected a PTE collision at range 1"
@@ -430,9 +430,9 @@ pub fn kernel_links_at_offset_zero(dev: &Device, req: &Request<'_>, policy: Poli
 }
 
 /// Whether `e` is an IOMMU driver's answer to mapping over a present PTE:
-/// `EEXIST` (17, io-pgtable-arm) or `EADDRINUSE` (98, VT-d generic_pt).
-pub fn is_collision(e: ShimErrno) -> bool {
-    matches!(e.code(), 17 | 98)
+/// `EEXIST` (io-pgtable-arm) or `EADDRINUSE` (VT-d generic_pt).
+pub fn is_collision(e: Errno) -> bool {
+    matches!(e, Errno::EEXIST | Errno::EADDRINUSE)
 }
 
 /// How a dma-buf is revoked.
@@ -514,7 +514,7 @@ pub fn revoke(dev: &Device, req: &Request<'_>, how: Revoke, maps: u8) {
         let r = s.map(att);
         {
             assert_eq!(r, Err(MapError::Revoked), "map of a revoked dma-buf");
-            assert_eq!(MapError::Revoked.errno(), ShimErrno::ENODEV);
+            assert_eq!(MapError::Revoked.errno(), Errno::ENODEV);
             let again = s.attach(buf, imp);
             if s.importer(imp).desc.peer2peer {
                 assert_eq!(again, Err(AttachError::Revoked));
@@ -567,7 +567,7 @@ pub fn fault_leaves_state(dev: &Device, req: &Request<'_>, policy: Policy, desc:
             assert_eq!(s.snapshot(), before, "failed export ({e:?}) changed the state");
             match (s.fault_fired(), e) {
                 (Some(p), ExportError::FdInstall) => assert_eq!(p.site, FaultSite::DmaBufFd),
-                (Some(p), e) if e.errno() == ShimErrno::ENOMEM => assert_eq!(p.site, FaultSite::Alloc),
+                (Some(p), e) if e.errno() == Errno::ENOMEM => assert_eq!(p.site, FaultSite::Alloc),
                 (_, ExportError::Rejected(r)) => assert_eq!(verdict, Err(r)),
                 (_, ExportError::NotAnExport) => assert!(matches!(verdict, Ok(o) if !matches!(o, Outcome::DmaBuf(_)))),
                 (f, e) => panic!("export failed with {e:?}, fault {f:?}"),

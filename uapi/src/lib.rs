@@ -25,4 +25,4 @@ pub use layout::*;
 pub use request::{DecodeError, RangeList, Request};
 
 #[cfg(feature = "std")]
-pub use builder::{EncodeError, RequestBuilder};
+pub use builder::{EncodeError, OwnedRequest, RequestBuilder, MAX_ENCODED_WINDOW};

@@ -24,10 +24,12 @@
 #![warn(missing_docs)]
 
 mod device;
+mod errno;
 mod reject;
 
 pub use device::{Bar, BarKind, Device, PageSize};
-pub use reject::{Errno, Reject};
+pub use errno::Errno;
+pub use reject::Reject;
 
 use uapi::{
     DmaRange, RangeList, Request, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE, FEATURE_HEADER_SIZE,

@@ -1,64 +1,6 @@
 //! Why a request is refused: one variant per check, in the kernel's order.
 
-/// The errno values the checks answer with (Linux x86-64/arm64 numbering).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(i32)]
-pub enum Errno {
-    /// Argument list too long: the Strict policy's nr_ranges cap.
-    E2BIG = 7,
-    /// Out of memory: the range array exceeds what kmalloc can give.
-    ENOMEM = 12,
-    /// Bad address: user memory could not be read.
-    EFAULT = 14,
-    /// No such device: the region is not a BAR, or the BAR is absent.
-    ENODEV = 19,
-    /// Invalid argument.
-    EINVAL = 22,
-    /// Not a typewriter: the ioctl or feature is unknown.
-    ENOTTY = 25,
-    /// Value too large: a physical address computation wrapped.
-    EOVERFLOW = 75,
-}
-
-impl Errno {
-    /// The symbolic name, as `errno.h` spells it.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Errno::E2BIG => "E2BIG",
-            Errno::ENOMEM => "ENOMEM",
-            Errno::EFAULT => "EFAULT",
-            Errno::ENODEV => "ENODEV",
-            Errno::EINVAL => "EINVAL",
-            Errno::ENOTTY => "ENOTTY",
-            Errno::EOVERFLOW => "EOVERFLOW",
-        }
-    }
-
-    /// The errno number.
-    pub const fn code(self) -> i32 {
-        self as i32
-    }
-
-    /// The errno for a number, if it is one the checks can answer.
-    pub const fn from_code(code: i32) -> Option<Self> {
-        Some(match code {
-            7 => Errno::E2BIG,
-            12 => Errno::ENOMEM,
-            14 => Errno::EFAULT,
-            19 => Errno::ENODEV,
-            22 => Errno::EINVAL,
-            25 => Errno::ENOTTY,
-            75 => Errno::EOVERFLOW,
-            _ => return None,
-        })
-    }
-}
-
-impl core::fmt::Display for Errno {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::Errno;
 
 /// A refused request: which check refused it. Variants are listed in the
 /// order the checks run; the first failing check decides.
