@@ -45,6 +45,18 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_FUZZ:-$root/fuzz/target}"
 fuzz_flags=(--release --debug-assertions --sanitizer none)
 for t in "${targets[@]}"; do cargo +nightly fuzz build "${fuzz_flags[@]}" "$t"; done
 
+# One line per target from libFuzzer's final stats and its last status line
+# (the full output stays in the log): runs, exec/s, corpus entries, coverage.
+summary() {
+    local t="$1" log="$2" verdict="$3" runs rate cov corp
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
+    cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -n 1)
+    corp=$(grep -oE 'corp: [0-9]+' "$log" | tail -n 1)
+    printf 'fuzz: %-10s %s runs, %s exec/s, %s entries, %s (%s s): %s; log %s\n' \
+        "$t" "${runs:-?}" "${rate:-?}" "${corp#corp: }" "${cov:-cov: ?}" "$time_per_target" "$verdict" "$log"
+}
+
 status=0
 for t in "${targets[@]}"; do
     seeds="fuzz/corpus/$t"
@@ -60,11 +72,14 @@ for t in "${targets[@]}"; do
     if [[ "$jobs" -gt 1 ]]; then
         extra+=("-fork=$jobs" "-ignore_crashes=0")
     fi
-    echo "fuzz.sh: $t for ${time_per_target}s (jobs $jobs)" >&2
-    if ! cargo +nightly fuzz run "${fuzz_flags[@]}" "$t" "${dirs[@]}" -- \
+    log="$CARGO_TARGET_DIR/fuzz-$t.log"
+    if cargo +nightly fuzz run "${fuzz_flags[@]}" "$t" "${dirs[@]}" -- \
         -max_total_time="$time_per_target" -dict="$root/fuzz/dict/nr-ranges.dict" \
-        -max_len=4096 -print_final_stats=1 "${extra[@]}"; then
-        echo "fuzz.sh: $t FOUND A CRASH (fuzz/artifacts/$t/)" >&2
+        -max_len=4096 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
+        summary "$t" "$log" ok
+    else
+        summary "$t" "$log" "FOUND A CRASH (fuzz/artifacts/$t/)"
+        tail -n 40 "$log" >&2
         status=1
     fi
 done

@@ -2,7 +2,8 @@
 # Every test nr-ranges has, from a fresh clone on a bare machine: installs what
 # it needs (C compiler for the header and benchmark baselines; the kernel lab
 # installs QEMU and fetches its kernel itself), then runs formatting, lints,
-# the workspace's tests, a smoke run of each benchmark and a reduced kernel lab.
+# the workspace's tests, rustdoc, a smoke run of each benchmark and fuzz
+# target, a quick RFC and a reduced kernel lab.
 #
 # NR_RANGES_SKIP_LAB=1 skips the kernel lab (it needs Debian's mirrors);
 # NR_RANGES_SKIP_FUZZ=1 skips the fuzz smoke run (it needs the nightly toolchain).
@@ -25,31 +26,28 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "tests"
 cargo test --workspace --locked
 
-if [ -d bench ]; then
-    step "benchmark smoke run (one iteration each; real numbers: cargo bench -p nr-ranges-bench)"
-    cargo bench -p nr-ranges-bench --locked -- --test
-fi
+step "docs (rustdoc warnings are errors: broken links, missing docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-if [ -d kmod-shim ] && [ -d kmod-shim/benches ]; then
-    step "kmod-shim benchmark smoke run"
-    cargo bench -p nr-ranges-kmod-shim --locked -- --test
-fi
+step "benchmark smoke run (one iteration each; real numbers: cargo bench -p nr-ranges-bench)"
+cargo bench -p nr-ranges-bench --locked -- --test
 
-if [ -d fuzz ] && [ "${NR_RANGES_SKIP_FUZZ:-0}" != 1 ]; then
+step "kmod-shim benchmark smoke run"
+cargo bench -p nr-ranges-kmod-shim --locked -- --test
+
+if [ "${NR_RANGES_SKIP_FUZZ:-0}" != 1 ]; then
+    step "fuzz crate check (nightly; it is outside the workspace)"
+    (cd fuzz && cargo +nightly check --locked --bins)
     step "fuzz smoke run: each target for 30 s (campaigns: fuzz/README.md)"
     scripts/fuzz.sh --smoke
 fi
 
-if [ -d rfc ]; then
-    step "RFC evidence, quick and offline (writes target/rfc-quick/, not rfc/evidence/)"
-    cargo run --release --locked -p rfc -- --quick --offline
-fi
+step "RFC evidence, quick and offline (writes target/rfc-quick/, not rfc/evidence/)"
+cargo run --release --locked -p rfc -- --quick --offline
 
-if [ -d kernel-lab ] && [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
+if [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     step "kernel lab, reduced: the real kernel against the validator"
     cargo run --release --locked -p kernel-lab -- --kernel 7.2 --cases 20000 --seed 1 --report target/kernel-lab.json
-fi
-if [ -d kernel-lab/importer ] && [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     step "kernel lab, importer: the kernel's own sg table on the IOVA path against kmod-shim"
     cargo run --release --locked -p kernel-lab -- importer --kernel 7.2 --topology rc-epyc-iova --report target/importer.json
 fi
