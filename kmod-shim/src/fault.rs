@@ -1,4 +1,5 @@
-//! Fault injection: which modelled kernel call fails, and at which step.
+//! Fault injection (no C file; the kernel's is `CONFIG_FAULT_INJECTION`):
+//! which modelled kernel call fails, and at which step.
 
 /// A call site that can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,11 +57,14 @@ impl FaultPlan {
 }
 
 /// Whether the shim reproduces the kernel's error paths as written, or the
-/// corrected ones this crate proposes. The differences are listed in the
-/// crate documentation ("Kernel-faithful mode").
+/// corrected ones this crate proposes. The differences are the
+/// [`crate::DEFECTS`], each with the kernels its faithful behaviour
+/// reproduces ([`crate::Defect::faithful_models`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Fidelity {
-    /// Linux 7.2 as written, including its questionable paths.
+    /// The kernel as read (6.19-7.0 torvalds/linux), including its
+    /// questionable paths; for defect 5, the code before its upstream fix
+    /// in v7.0-rc6.
     Kernel,
     /// The alternative: every failure leaves the state as it was.
     #[default]

@@ -76,7 +76,7 @@ fn kernel_mode_leaks_iova_when_the_first_link_fails() {
     let (s, _, failed) = run(cfg, iommu(), FaultPlan::new(FaultSite::IovaLink, 0));
     assert!(failed);
     assert_eq!(s.anomalies(), &[Anomaly::IovaLeak { bytes: 8 * GIB + 0x3000 }]);
-    let io = s.importer(ImporterId(0)).iommu.as_ref().unwrap();
+    let io = s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap();
     assert_eq!(io.allocated_bytes(), 8 * GIB + 0x3000);
     assert_eq!(io.mapped_bytes(), 0);
 }
@@ -103,13 +103,13 @@ fn kernel_mode_unmaps_never_filled_entries() {
     assert_eq!(s.events().spurious_unmaps, 1);
     // The filled entries were unmapped, piecewise for the split range.
     assert_eq!(s.snapshot(), before);
-    let io = s.importer(ImporterId(0)).iommu.as_ref().unwrap();
+    let io = s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap();
     assert_eq!(io.stats().spurious_unmaps, 1);
     assert_eq!(io.stats().unmaps, 4);
     // The fixed mode makes one unmap per map and nothing spurious.
     let (s, _, _) = run(Config::default(), iommu().without_iova_api(), FaultPlan::new(FaultSite::MapPhys, 2));
     assert_eq!(s.events().spurious_unmaps, 0);
-    assert_eq!(s.importer(ImporterId(0)).iommu.as_ref().unwrap().stats().unmaps, 2);
+    assert_eq!(s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap().stats().unmaps, 2);
 }
 
 #[test]
