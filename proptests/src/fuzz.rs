@@ -74,7 +74,7 @@ pub fn structured(s: &Scenario) {
             kernel_links_at_offset_zero(&dev, &req, policy);
         }
     }
-    let h = owned.hdr;
+    let h = owned.dma_buf;
     if h.nr_ranges == 1
         && !owned.ranges.is_empty()
         && owned.feature.flags == VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF
