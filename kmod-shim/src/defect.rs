@@ -88,18 +88,14 @@ impl fmt::Display for Defect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}. **{}** (`{}`, {}). Kernel: {} Fixed: {} Status: {}. Faithful mode models {}; read from {}; tests: {}.",
-            self.id,
-            self.title,
-            self.c_function,
-            self.c_file,
-            self.faithful,
-            self.fixed,
-            self.status,
-            self.faithful_models,
-            self.read_from,
-            self.evidence.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", "),
-        )
+            "{}. **{}** (`{}`, {}). Kernel: {} Fixed: {} Status: {}. Read from {}",
+            self.id, self.title, self.c_function, self.c_file, self.faithful, self.fixed, self.status, self.read_from,
+        )?;
+        if self.faithful_models != self.read_from {
+            write!(f, "; the kernel-faithful mode models {}", self.faithful_models)?;
+        }
+        let tests: Vec<String> = self.evidence.iter().map(|e| format!("`kmod-shim/{e}`")).collect();
+        write!(f, "; tests: {}.", tests.join(", "))
     }
 }
 
@@ -154,7 +150,7 @@ defects! {
         faithful: "every range is passed to `dma_iova_link()` with offset 0, and `dma_iova_link()` maps at \
                    `state->addr + offset`, so with two or more ranges on the IOVA path range 1 is mapped over \
                    range 0 and `iommu_map()` finds a present PTE. The answer is the IOMMU driver's \
-                   ([`crate::IommuModel`]): EADDRINUSE on Intel VT-d's generic page table (the default), \
+                   (`IommuModel`): EADDRINUSE on Intel VT-d's generic page table (the default), \
                    EEXIST on io-pgtable-arm; the map fails and unwinds.",
         fixed: "range i is linked at the bytes linked so far (`mapped_len`).",
         evidence: [
@@ -196,7 +192,7 @@ defects! {
         faithful: "when `dma_map_phys()` fails at range `i > 0`, the unwind walks all `nents` entries with \
                    `for_each_sgtable_dma_sg()`, the zeroed ones never filled included, and calls \
                    `dma_unmap_phys(dev, 0, 0, ...)` for each of those (counted in \
-                   [`crate::Events::spurious_unmaps`]; what dma-iommu does with them was not verified).",
+                   `Events::spurious_unmaps`; what dma-iommu does with them was not verified).",
         fixed: "one `dma_unmap_phys()` for each of the `i` ranges mapped.",
         evidence: ["tests/faults.rs::kernel_mode_unmaps_never_filled_entries"],
         faithful_models: READ_FROM,
@@ -211,7 +207,7 @@ defects! {
                    puts the registration and frees `phys_vec` and `priv`; the code then falls through \
                    `err_dev_put` and `err_free_phys` and does all three again, and the deferred release reads \
                    the freed `priv`. Reachable with a full fd table (EMFILE). The model records each as an \
-                   [`crate::Anomaly`].",
+                   `Anomaly`.",
         fixed: "return right after `dma_buf_put()`.",
         evidence: ["tests/faults.rs::kernel_mode_dma_buf_fd_failure_double_releases"],
         faithful_models: "6.19-7.0-rc5 (before the upstream fix)",

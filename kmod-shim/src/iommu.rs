@@ -62,7 +62,7 @@ pub struct IommuStats {
     /// Calls of [`Iommu::unmap`] with a non-zero length.
     pub unmaps: u64,
     /// Zero-length unmaps (the kernel-faithful unwind unmapping a never
-    /// filled sg entry; crate docs, defect 4).
+    /// filled sg entry; defect 4 of [`crate::DEFECTS`]).
     pub spurious_unmaps: u64,
     /// Maps refused because the IOVA was already translated
     /// ([`IommuModel::collision_errno`]).

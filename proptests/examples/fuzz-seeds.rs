@@ -12,8 +12,8 @@ use props::fixtures::{edge_device, edge_values, GIB};
 use props::lifecycle::Op;
 use props::scenario::{Field, Scenario, Val};
 use props::well_formed;
-use uapi::OwnedRequest;
 use uapi::DmaRange;
+use uapi::OwnedRequest;
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("write seed");

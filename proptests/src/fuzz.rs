@@ -1,6 +1,6 @@
 //! The fuzz targets' bodies (`../fuzz/fuzz_targets/*.rs` are one-line
 //! wrappers), kept here so that a crash input replays under `cargo test`
-//! (`tests/fuzz_regressions.rs`) without the nightly toolchain.
+//! (`tests/props.rs`, `fuzz_regressions_replay`) without the nightly toolchain.
 
 use kmod_shim::{Fidelity, Policy};
 use uapi::{DeviceFeatureDmaBufSingle, Request, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET};

@@ -205,7 +205,11 @@ impl Lifecycle {
             Op::Map(a) => {
                 let Some(ai) = pick(self.atts.len(), a) else { return };
                 let (att, buf, imp, live) = self.atts[ai];
-                let want = if live { Some(predict_map(&self.shim, buf, &self.shim.importer(imp).expect("importer").desc)) } else { None };
+                let want = if live {
+                    Some(predict_map(&self.shim, buf, &self.shim.importer(imp).expect("importer").desc))
+                } else {
+                    None
+                };
                 match self.shim.map(att) {
                     Ok(m) => {
                         assert!(live, "map of a detached attachment");
@@ -224,7 +228,8 @@ impl Lifecycle {
                             let (s, e) = io.aperture();
                             e - s < crate::fixtures::APERTURE.1 - crate::fixtures::APERTURE.0
                         });
-                        let p2p_none = self.shim.importer(imp).expect("importer").desc.map_type == P2pMapType::NotSupported;
+                        let p2p_none =
+                            self.shim.importer(imp).expect("importer").desc.map_type == P2pMapType::NotSupported;
                         assert!(
                             self.fault_fired_now(armed) || want == Some(Err(e)) || small || p2p_none,
                             "map failed: {e:?}, predicted {want:?}"

@@ -14,8 +14,8 @@ use uapi::OwnedRequest;
 use crate::{check_order, well_formed};
 
 /// Panics if the shim breaks an invariant of [`check_invariants`]. In
-/// Kernel mode the documented IOVA leak of the kernel's unwind (crate docs
-/// of kmod-shim, differences 2 and 3) is expected, and the checker reports
+/// Kernel mode the documented IOVA leak of the kernel's unwind
+/// (`kmod_shim::DEFECTS`, defects 2 and 3) is expected, and the checker reports
 /// it before anything else, so nothing more is checked once it happened.
 #[track_caller]
 pub fn ok(s: &Shim, what: &str) {

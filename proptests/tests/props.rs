@@ -12,9 +12,9 @@ use props::fixtures::{all_importers, edge_device, edge_values, GIB, NR_RANGES_ED
 use props::lifecycle::{self, Op};
 use props::oracle::{self, Perturb, Revoke};
 use props::well_formed;
-use uapi::OwnedRequest;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use uapi::OwnedRequest;
 use uapi::{
     DeviceFeatureDmaBufSingle, DmaBufHeader, DmaRange, FeatureHeader, Request, RequestBuilder,
     VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET,
@@ -140,8 +140,7 @@ fn any_request() -> impl Strategy<Value = (PageSize, OwnedRequest)> {
 
 /// A request Linux mostly accepts: well-formed, 1 to `n` ranges.
 fn accepted_biased(n: usize) -> impl Strategy<Value = (PageSize, OwnedRequest)> {
-    (ranges_on(1..=n), open_flags())
-        .prop_map(|((p, region, ranges), of)| (p, well_formed(region, of, &ranges)))
+    (ranges_on(1..=n), open_flags()).prop_map(|((p, region, ranges), of)| (p, well_formed(region, of, &ranges)))
 }
 
 /// Large requests: a range of 4 GiB or more (one sg entry cannot hold it),
