@@ -121,6 +121,10 @@ fn kernel_mode_dma_buf_fd_failure_double_releases() {
     assert_eq!(s.counters().registrations, -1);
     assert!(s.anomalies().contains(&Anomaly::RegistrationUnderflow));
     assert!(s.anomalies().contains(&Anomaly::UseAfterFree("priv in vfio_pci_dma_buf_release()")));
+    // err_free_phys and err_free_priv free what the release already freed.
+    let ledger = s.counters().ledger;
+    assert_eq!((ledger.live(Alloc::PhysVec), ledger.live(Alloc::Priv)), (-1, -1));
+    assert_eq!(ledger.live(Alloc::DmaBufFile), 0);
     assert!(check_invariants(&s).is_err());
     // Fixed: the put alone releases everything.
     let (s, before, failed) = run(Config::default(), iommu(), FaultPlan::new(FaultSite::DmaBufFd, 0));

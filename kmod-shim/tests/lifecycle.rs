@@ -194,3 +194,21 @@ fn checker_catches_a_stale_translation() {
     iommu.map(extra, BAR0, 0x1000).unwrap();
     assert!(matches!(check_invariants(&s), Err(Violation::IommuAccounting { .. })));
 }
+
+#[test]
+fn ledger_names_every_kernel_object_a_mapping_holds() {
+    let (mut s, buf, _, io) = setup();
+    let att = s.attach(buf, io).unwrap();
+    let m = s.map(att).unwrap();
+    assert_eq!(s.mapping(m).unwrap().path(), MapPath::IovaSpan);
+    let ledger = s.counters().ledger;
+    for (alloc, live) in ledger.entries() {
+        // The range copy is freed before the export returns.
+        let want = i64::from(alloc != Alloc::RangeCopy);
+        assert_eq!(live, want, "{alloc}");
+    }
+    s.unmap(m);
+    s.detach(att).unwrap();
+    s.close_fd(buf).unwrap();
+    assert_eq!(s.counters().ledger, Ledger::default());
+}
