@@ -86,14 +86,14 @@ impl fmt::Display for DefectStatus {
 impl fmt::Display for Defect {
     /// One markdown list item.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}. **{}** (`{}`, {}). Kernel: {} Fixed: {} Status: {}. Read from {}",
-            self.id, self.title, self.c_function, self.c_file, self.faithful, self.fixed, self.status, self.read_from,
-        )?;
-        if self.faithful_models != self.read_from {
-            write!(f, "; the kernel-faithful mode models {}", self.faithful_models)?;
+        write!(f, "{}. **{}** (`{}`, {}). ", self.id, self.title, self.c_function, self.c_file)?;
+        if self.faithful_models == self.read_from {
+            f.write_str("Kernel: ")?;
+        } else {
+            // A fix landed: say which kernels the faithful mode is.
+            write!(f, "Kernel {}: ", self.faithful_models)?;
         }
+        write!(f, "{} Fixed: {} Status: {}. Read from {}", self.faithful, self.fixed, self.status, self.read_from)?;
         let tests: Vec<String> = self.evidence.iter().map(|e| format!("`kmod-shim/{e}`")).collect();
         write!(f, "; tests: {}.", tests.join(", "))
     }
@@ -210,7 +210,7 @@ defects! {
                    `Anomaly`.",
         fixed: "return right after `dma_buf_put()`.",
         evidence: ["tests/faults.rs::kernel_mode_dma_buf_fd_failure_double_releases"],
-        faithful_models: "6.19-7.0-rc5 (before the upstream fix)",
+        faithful_models: "6.19 to 7.0-rc5, before the upstream fix",
         status: DefectStatus::FixedUpstream {
             version: "v7.0-rc6",
             commit: "e98137f0a874",

@@ -4,9 +4,10 @@
 /// A call site that can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultSite {
-    /// Any modelled kernel allocation (`kmalloc()`/`kzalloc()`/`kcalloc()`,
-    /// `memdup_array_user()`, `dma_buf_export()`'s allocations,
-    /// `dma_buf_dynamic_attach()`'s attachment, `sg_alloc_table()`).
+    /// Any modelled kernel allocation: every [`crate::Alloc`] except the
+    /// IOVA span, counted in the kernel's order (`memdup_array_user()`,
+    /// `kzalloc()`/`kcalloc()`, `dma_buf_export()`, the attachment of
+    /// `dma_buf_dynamic_attach()`, `sg_alloc_table()`).
     Alloc,
     /// `dma_iova_try_alloc()`: the IOVA allocation fails, so
     /// `dma_buf_phys_vec_to_sgt()` falls back to per-range mapping (not an
