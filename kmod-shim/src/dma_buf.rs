@@ -142,6 +142,7 @@ impl Shim {
             return Err(self.err_attach(e));
         }
         let a = self.attachments.len();
+        // INVARIANT: the attachment holds one reference of the dma-buf.
         self.attachments.push(Some(Attachment { dmabuf: id, importer, mappings: Vec::new() }));
         if let Some(buf) = self.dmabufs.get_mut(id.0).and_then(Option::as_mut) {
             buf.attachments.push(a);

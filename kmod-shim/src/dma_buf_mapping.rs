@@ -245,6 +245,8 @@ pub(crate) fn dma_buf_phys_vec_to_sgt(
         }
         sgt.fill_sg_entry(mapped_len, st.addr, max);
     }
+    // INVARIANT: every entry was filled (the kernel's WARN_ON_ONCE(sgl)),
+    // each at most MAX_SG_ENT_SZ, summing to the dma-buf's size.
     debug_assert!(sgt.is_complete());
     Ok(DmaBufDma { attachment: att, sgt, state, size: buf.size })
 }

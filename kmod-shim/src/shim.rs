@@ -39,6 +39,12 @@ impl Default for Config {
 ///
 /// Lookups by id are all `Option`s: an id that names nothing (never
 /// issued, or released) is `None` or a typed error, never a panic.
+///
+/// # Invariants
+/// Ids index their vectors and are never reused (a released object leaves
+/// `None`); the [`Counters`] and the [`crate::Ledger`] match the live
+/// objects, and every IOMMU holds exactly what the live mappings map, unless
+/// an [`Anomaly`] was recorded ([`crate::check_invariants`]).
 #[derive(Debug, Clone)]
 pub struct Shim {
     pub(crate) cfg: Config,

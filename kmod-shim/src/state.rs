@@ -89,6 +89,13 @@ impl fmt::Display for Alloc {
 /// Live allocations per [`Alloc`]. Counts are signed so that the
 /// kernel-faithful mode's double frees show as negative numbers instead of
 /// wrapping.
+///
+/// # Invariants
+/// Outside a kernel-faithful anomaly, each count is what the live objects
+/// hold: `priv`, `phys_vec` and the file once per dma-buf, one attachment
+/// each, `dma`, the sg table (and on the host-bridge path the state) once per
+/// mapping, one IOVA span per IOVA-path mapping, no range copy. Checked by
+/// [`crate::check_invariants`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ledger {
     live: [i64; Alloc::ALL.len()],
