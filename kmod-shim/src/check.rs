@@ -1,7 +1,12 @@
-//! The one invariant checker tests, property tests and fuzzers share.
+//! The one invariant checker tests, property tests and fuzzers share (no C
+//! file: it states what the kernel objects must satisfy).
 
+use std::fmt;
+
+use crate::dma_buf_mapping::MapPath;
 use crate::sg::max_sg_ent_sz;
-use crate::shim::{Anomaly, DmaBufId, ImporterId, MapPath, MappingId, Shim};
+use crate::state::{Alloc, Anomaly, DmaBufId, ImporterId, Ledger, MappingId};
+use crate::Shim;
 
 /// A broken invariant: which one, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +66,10 @@ pub enum Violation {
         /// The message.
         what: String,
     },
-    /// Live allocations differ from what the live objects hold.
-    Kmalloc {
+    /// Live allocations of one kind differ from what the live objects hold.
+    Ledger {
+        /// The kind.
+        alloc: Alloc,
         /// Allocations the live objects account for.
         expected: i64,
         /// Allocations counted.
@@ -84,6 +91,37 @@ pub enum Violation {
     Anomaly(Anomaly),
 }
 
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::SgEntry { mapping, index, what } => write!(f, "mapping {}: sg entry {index} {what}", mapping.0),
+            Violation::SgSize { mapping, sum, size } => {
+                write!(f, "mapping {}: sg entries sum to {sum:#x}, dma-buf size {size:#x}", mapping.0)
+            }
+            Violation::Walk { mapping, at, want, got } => {
+                write!(f, "mapping {}: at byte {at:#x} the peer reaches {got:x?}, not {want:#x}", mapping.0)
+            }
+            Violation::RevokedButMapped { dmabuf } => write!(f, "dma-buf {} is revoked but mapped", dmabuf.0),
+            Violation::IommuAccounting { importer, mapped, allocated, expected } => write!(
+                f,
+                "importer {}: IOMMU maps {mapped:#x} and allocates {allocated:#x} bytes, mappings account for {expected:#x}",
+                importer.0
+            ),
+            Violation::Iommu { importer, what } => write!(f, "importer {}: {what}", importer.0),
+            Violation::Ledger { alloc, expected, actual } => {
+                write!(f, "{actual} live allocations of {alloc}, the live objects hold {expected}")
+            }
+            Violation::Registrations { expected, actual } => {
+                write!(f, "{actual} registrations held, the listed dma-bufs hold {expected}")
+            }
+            Violation::List { dmabuf } => write!(f, "vdev->dmabufs and dma-buf {} disagree", dmabuf.0),
+            Violation::Anomaly(a) => write!(f, "kernel-faithful anomaly: {a}"),
+        }
+    }
+}
+
+impl std::error::Error for Violation {}
+
 /// Checks every invariant of the model; the first violation found.
 ///
 /// - every sg entry of every live mapping is non-empty, page-aligned and at
@@ -104,10 +142,12 @@ pub fn check_invariants(shim: &Shim) -> Result<(), Violation> {
     }
     let page = shim.device().dev.page_size.bytes();
     let max = max_sg_ent_sz(page);
-    let mut kmalloc = 0i64;
+    let mut want = Ledger::default();
     let mut regs = 0i64;
     for (id, buf) in shim.dma_bufs() {
-        kmalloc += 3;
+        want.alloc(Alloc::Priv);
+        want.alloc(Alloc::PhysVec);
+        want.alloc(Alloc::DmaBufFile);
         let listed = shim.device().dmabufs().filter(|&d| d == id).count();
         if listed != usize::from(buf.vdev) {
             return Err(Violation::List { dmabuf: id });
@@ -121,13 +161,20 @@ pub fn check_invariants(shim: &Shim) -> Result<(), Violation> {
     }
     let mut expected_iommu: Vec<u64> = shim.importers().map(|_| 0).collect();
     for (mid, m) in shim.mappings() {
-        kmalloc += 2 + i64::from(m.state.is_some());
+        want.alloc(Alloc::DmaBufDma);
+        want.alloc(Alloc::SgTable);
+        if m.state.is_some() {
+            want.alloc(Alloc::IovaState);
+        }
+        if m.path() == MapPath::IovaSpan {
+            want.alloc(Alloc::IovaSpan);
+        }
         let att = shim.attachment(m.attachment).expect("a mapping's attachment is live");
         let buf = shim.dma_buf(att.dmabuf).expect("an attachment's dma-buf is live");
         if buf.revoked {
             return Err(Violation::RevokedButMapped { dmabuf: att.dmabuf });
         }
-        if m.path() != MapPath::BusAddr && shim.importer(att.importer).iommu.is_some() {
+        if m.path() != MapPath::BusAddr && shim.importer(att.importer).is_some_and(|i| i.iommu.is_some()) {
             expected_iommu[att.importer.0] += m.size;
         }
         let mut sum = 0u64;
@@ -152,7 +199,7 @@ pub fn check_invariants(shim: &Shim) -> Result<(), Violation> {
         }
         walk(shim, mid, att.importer, &buf.phys_vec, &m.sgt.entries)?;
     }
-    kmalloc += shim.counters().attachments as i64;
+    want.add(Alloc::Attachment, shim.counters().attachments as i64);
     for (iid, imp) in shim.importers() {
         let Some(iommu) = &imp.iommu else { continue };
         iommu.check().map_err(|what| Violation::Iommu { importer: iid, what })?;
@@ -163,8 +210,11 @@ pub fn check_invariants(shim: &Shim) -> Result<(), Violation> {
         }
     }
     let c = shim.counters();
-    if c.kmalloc_live != kmalloc {
-        return Err(Violation::Kmalloc { expected: kmalloc, actual: c.kmalloc_live });
+    for (alloc, expected) in want.entries() {
+        let actual = c.ledger.live(alloc);
+        if actual != expected {
+            return Err(Violation::Ledger { alloc, expected, actual });
+        }
     }
     if c.registrations != regs {
         return Err(Violation::Registrations { expected: regs, actual: c.registrations });

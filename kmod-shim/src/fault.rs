@@ -1,11 +1,13 @@
-//! Fault injection: which modelled kernel call fails, and at which step.
+//! Fault injection (no C file; the kernel's is `CONFIG_FAULT_INJECTION`):
+//! which modelled kernel call fails, and at which step.
 
 /// A call site that can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultSite {
-    /// Any modelled kernel allocation (`kmalloc()`/`kzalloc()`/`kcalloc()`,
-    /// `memdup_array_user()`, `dma_buf_export()`'s allocations,
-    /// `dma_buf_dynamic_attach()`'s attachment, `sg_alloc_table()`).
+    /// Any modelled kernel allocation: every [`crate::Alloc`] except the
+    /// IOVA span, counted in the kernel's order (`memdup_array_user()`,
+    /// `kzalloc()`/`kcalloc()`, `dma_buf_export()`, the attachment of
+    /// `dma_buf_dynamic_attach()`, `sg_alloc_table()`).
     Alloc,
     /// `dma_iova_try_alloc()`: the IOVA allocation fails, so
     /// `dma_buf_phys_vec_to_sgt()` falls back to per-range mapping (not an
@@ -56,11 +58,14 @@ impl FaultPlan {
 }
 
 /// Whether the shim reproduces the kernel's error paths as written, or the
-/// corrected ones this crate proposes. The differences are listed in the
-/// crate documentation ("Kernel-faithful mode").
+/// corrected ones this crate proposes. The differences are the
+/// [`crate::DEFECTS`], each with the kernels its faithful behaviour
+/// reproduces ([`crate::Defect::faithful_models`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Fidelity {
-    /// Linux 7.2 as written, including its questionable paths.
+    /// The kernel as read (6.19-7.0 torvalds/linux), including its
+    /// questionable paths; for defect 5, the code before its upstream fix
+    /// in v7.0-rc6.
     Kernel,
     /// The alternative: every failure leaves the state as it was.
     #[default]

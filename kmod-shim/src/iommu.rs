@@ -1,4 +1,6 @@
-//! An importer's IOMMU domain: an IOVA allocator over an aperture and a page
+//! `drivers/iommu/iova.c` and `drivers/iommu/dma-iommu.c` (plus the
+//! driver's page table, `drivers/iommu/generic_pt/` or `io-pgtable-arm.c`):
+//! an importer's IOMMU domain, an IOVA allocator over an aperture and a page
 //! table from IOVA to physical address, both kept as interval maps so that an
 //! 8 GiB mapping costs one record, not two million PTEs.
 
@@ -6,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Which IOMMU driver's page-table code the domain models: it decides what
 /// `iommu_map()` answers when part of the range is already translated (the
-/// kernel-faithful IOVA-offset-0 collision, crate docs item 1).
+/// kernel-faithful IOVA-offset-0 collision, defect 1 of [`crate::DEFECTS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum IommuModel {
     /// Intel VT-d on the generic page table (`CONFIG_IOMMU_PT_VTDSS`):
@@ -52,40 +54,6 @@ impl Extent {
     }
 }
 
-/// One recorded IOMMU operation (when logging is on).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IommuOp {
-    /// IOVA space `[iova, iova + len)` allocated (`alloc_iova_fast()`).
-    AllocIova {
-        /// Start.
-        iova: u64,
-        /// Length.
-        len: u64,
-    },
-    /// IOVA space released (`free_iova_fast()`).
-    FreeIova {
-        /// Start.
-        iova: u64,
-        /// Length.
-        len: u64,
-    },
-    /// Translation installed (`iommu_map()`).
-    Map(Extent),
-    /// Translations removed (`iommu_unmap()`), `len` bytes from `iova`.
-    Unmap {
-        /// Start.
-        iova: u64,
-        /// Length.
-        len: u64,
-    },
-    /// An unmap of length 0 (the kernel-faithful unwind unmapping a never
-    /// filled sg entry): nothing changes, but it is recorded.
-    SpuriousUnmap {
-        /// The (zero) address that was passed.
-        iova: u64,
-    },
-}
-
 /// Totals of operations, for tests and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct IommuStats {
@@ -93,7 +61,8 @@ pub struct IommuStats {
     pub maps: u64,
     /// Calls of [`Iommu::unmap`] with a non-zero length.
     pub unmaps: u64,
-    /// Zero-length unmaps (see [`IommuOp::SpuriousUnmap`]).
+    /// Zero-length unmaps (the kernel-faithful unwind unmapping a never
+    /// filled sg entry; defect 4 of [`crate::DEFECTS`]).
     pub spurious_unmaps: u64,
     /// Maps refused because the IOVA was already translated
     /// ([`IommuModel::collision_errno`]).
@@ -138,7 +107,6 @@ pub struct Iommu {
     /// the end" and "unmap from the front", both O(1) here.
     extents: VecDeque<Extent>,
     stats: IommuStats,
-    log: Option<Vec<IommuOp>>,
 }
 
 impl Iommu {
@@ -154,7 +122,6 @@ impl Iommu {
             allocated: BTreeMap::new(),
             extents: VecDeque::new(),
             stats: IommuStats::default(),
-            log: None,
         }
     }
 
@@ -172,22 +139,6 @@ impl Iommu {
     /// Changes the driver model (the page table is kept).
     pub fn set_model(&mut self, model: IommuModel) {
         self.model = model;
-    }
-
-    /// Turns the operation log on (tests) or off (benchmarks).
-    pub fn set_logging(&mut self, on: bool) {
-        self.log = on.then(Vec::new);
-    }
-
-    /// The operations recorded since logging was turned on.
-    pub fn log(&self) -> &[IommuOp] {
-        self.log.as_deref().unwrap_or(&[])
-    }
-
-    fn record(&mut self, op: IommuOp) {
-        if let Some(l) = &mut self.log {
-            l.push(op);
-        }
     }
 
     /// Operation totals.
@@ -286,7 +237,6 @@ impl Iommu {
         };
         self.insert_span(start, start + len);
         self.cursor = start + len;
-        self.record(IommuOp::AllocIova { iova: start, len });
         Some(start)
     }
 
@@ -317,7 +267,6 @@ impl Iommu {
         if end < e {
             self.allocated.insert(end, e);
         }
-        self.record(IommuOp::FreeIova { iova, len });
         true
     }
 
@@ -349,18 +298,16 @@ impl Iommu {
             self.extents.insert(i, ext);
         }
         self.stats.maps += 1;
-        self.record(IommuOp::Map(ext));
         Ok(())
     }
 
     /// `iommu_unmap()`: removes every translation in `[iova, iova + len)`,
     /// splitting extents that straddle the edges. Returns the bytes that
-    /// were translated. A zero length is recorded as spurious and does
+    /// were translated. A zero length is counted as spurious and does
     /// nothing.
     pub fn unmap(&mut self, iova: u64, len: u64) -> u64 {
         if len == 0 {
             self.stats.spurious_unmaps += 1;
-            self.record(IommuOp::SpuriousUnmap { iova });
             return 0;
         }
         let end = iova.saturating_add(len);
@@ -399,7 +346,6 @@ impl Iommu {
             }
         }
         self.stats.unmaps += 1;
-        self.record(IommuOp::Unmap { iova, len });
         removed
     }
 

@@ -1,4 +1,5 @@
-//! The kernel side of `VFIO_DEVICE_FEATURE_DMA_BUF` as a model (Linux 7.2).
+//! The kernel side of `VFIO_DEVICE_FEATURE_DMA_BUF` as a model (the 6.19-7.0
+//! sources, checked against running 7.2 and 7.3 kernels by the kernel lab).
 //!
 //! The validator says whether the kernel accepts a request; this crate says
 //! what the kernel then builds and how it behaves over time: which DMA
@@ -22,62 +23,29 @@
 //! | [`IommuModel`] | the driver's page-table `map_pages()` (generic_pt VT-d, io-pgtable-arm) |
 //! | [`SgTable`], [`calc_sg_nents`], [`max_sg_ent_sz`] | `struct sg_table`, `calc_sg_nents()`, `MAX_SG_ENT_SZ` |
 //! | [`DmaBufDma`], [`IovaState`] | `struct dma_buf_dma`, `struct dma_iova_state` |
+//! | [`Alloc`], [`Ledger`] | the kernel objects allocated on the way (`dma_ranges`, `priv`, `phys_vec`, ...) |
 //!
 //! [`check_invariants`] is the one checker every test and fuzzer calls.
+//!
+//! Files, one per C file: `vfio_pci_dmabuf.rs` (`drivers/vfio/pci/vfio_pci_dmabuf.c`),
+//! `dma_buf.rs` (`drivers/dma-buf/dma-buf.c`), `dma_buf_mapping.rs`
+//! (`drivers/dma-buf/dma-buf-mapping.c`), `importer.rs` (the importer's
+//! `struct device`, `kernel/dma/mapping.c`), `iommu.rs` (`drivers/iommu/`),
+//! `p2p.rs` (`drivers/pci/p2pdma.c`), `sg.rs` (`include/linux/scatterlist.h`);
+//! and the model's own: `shim.rs` (the root object), `state.rs` (ids,
+//! ledger, counters, snapshot, anomalies), `fault.rs`, `check.rs`,
+//! `defect.rs`.
 //!
 //! # Kernel-faithful mode
 //!
 //! [`Fidelity::Kernel`] reproduces the error paths and one data path as
-//! written in `drivers/dma-buf/dma-buf-mapping.c`,
-//! `drivers/vfio/pci/vfio_pci_dmabuf.c` and `drivers/iommu/dma-iommu.c` of
-//! the torvalds/linux trees read for this model (6.19 through 7.0; no 7.2
-//! source was at hand; the kernel lab's importer, issue 7, checks them on
-//! the real 7.2 and 7.3 kernels and has confirmed point 1);
-//! [`Fidelity::Fixed`] (the default) is the alternative proposed for the
-//! RFC. The differences, each covered by a test in `tests/faults.rs` or
-//! `tests/paths.rs`:
-//!
-//! 1. **IOVA link offset** (`dma_buf_phys_vec_to_sgt()`): every range is
-//!    linked with `dma_iova_link(dev, state, paddr, 0, len, ...)`, offset 0,
-//!    and `dma_iova_link()` maps at `state->addr + offset`. So with more
-//!    than one range on the IOVA path, range 1 lands on the IOVA of range 0
-//!    and `iommu_map()` meets a present PTE. What it answers depends on the
-//!    IOMMU driver ([`IommuModel`], [`Shim::set_iommu_model`]): Intel VT-d's
-//!    generic page table refuses with `EADDRINUSE` (the default model),
-//!    io-pgtable-arm with `EEXIST`; either way the map fails and is unwound.
-//!    (A driver that overwrote or kept the old PTE instead would return an
-//!    sg entry covering `size` bytes of which only the first range's length
-//!    is translated, to the wrong range.) Fixed: offset = `mapped_len`.
-//!    **CONFIRMED on the running kernel** (`kernel-lab/FINDINGS.md`, F1):
-//!    on 7.2.13 and 7.3.4 under QEMU `intel-iommu` (translating domain),
-//!    `dma_buf_map_attachment()` of any dma-buf with two or more ranges
-//!    fails with `EADDRINUSE` (98), every one-range dma-buf maps (8 GiB
-//!    included), and the fix (offset = bytes already linked) was
-//!    demonstrated by the lab fixture linking the same ranges by hand: every
-//!    range links and the peer reads the right BAR bytes through it.
-//! 2. **IOVA leak on the first link failure**: `err_unmap_dma` does nothing
-//!    when `i == 0`, so if `dma_iova_link()` fails for range 0 the span from
-//!    `dma_iova_try_alloc()` is never freed. Fixed: `dma_iova_free()`.
-//! 3. **IOVA leak when `sg_alloc_table()` fails** after a successful
-//!    `dma_iova_try_alloc()`: `err_free_state` only `kfree()`s the state.
-//!    Fixed: `dma_iova_free()` first.
-//! 4. **Unmapping unfilled entries**: on a per-range `dma_map_phys()` failure
-//!    at range `i > 0`, the unwind walks all `nents` entries with
-//!    `for_each_sgtable_dma_sg()`, including the zeroed ones never filled,
-//!    calling `dma_unmap_phys(dev, 0, 0, ...)` for each. The model records
-//!    these ([`Events::spurious_unmaps`]) and otherwise ignores them; what a
-//!    real dma-iommu does with (0, 0) was not verified. Fixed: unmap exactly
-//!    the `i` ranges mapped, one `dma_unmap_phys()` per `dma_map_phys()`.
-//! 5. **`dma_buf_fd()` failure** in `vfio_pci_core_feature_dma_buf()`:
-//!    `err_dma_buf` calls `dma_buf_put()`, which drops the last reference and
-//!    (deferred) runs `vfio_pci_dma_buf_release()`: list removal,
-//!    registration put, `kfree(phys_vec)`, `kfree(priv)`. The error path
-//!    then falls through `err_dev_put` and `err_free_phys`, putting the
-//!    registration and freeing `phys_vec` and `priv` a second time; the
-//!    deferred release then reads the freed `priv`. Reachable from user
-//!    space with a full fd table (EMFILE). The model records the double
-//!    put, the double frees and the use-after-free ([`Anomaly`]). Fixed:
-//!    return right after `dma_buf_put()`.
+//! written in the torvalds/linux trees read for this model (6.19 through
+//! 7.0); [`Fidelity::Fixed`] (the default) is the alternative proposed for
+//! the RFC. The differences are [`DEFECTS`], one entry each (what each mode
+//! does, the C function, the tests, and whether real kernels still have
+//! it); each shows as one branch of an error label (`err_unmap_dma()`,
+//! `err_free_state()`, `err_dma_buf()`, ...). What the kernel lab measured
+//! on running kernels is in `kernel-lab/FINDINGS.md`.
 //!
 //! Also flagged, identical in both modes: a range longer than
 //! `MAX_SG_ENT_SZ` on the per-range path is mapped by one `dma_map_phys()`
@@ -89,16 +57,7 @@
 //! reaches the BAR by bus address until it stops on its own, whenever the
 //! device decodes memory ([`Shim::peer_reach`]; the same holds for
 //! dma-direct, `iommu=pt`). While `PCI_COMMAND_MEMORY` is clear the BAR
-//! answers nothing on any path (measured: `kernel-lab/FINDINGS.md`, F3).
-//!
-//! # Kernel-lab corrections
-//!
-//! Three predictions the kernel lab's importer (`kernel-lab/FINDINGS.md`)
-//! measured as wrong on 7.2.13 and 7.3.4, now modelled, each with a
-//! regression test in `tests/lab_findings.rs`: the collision errno is the
-//! IOMMU driver's ([`IommuModel`], F1); `VFIO_DEVICE_RESET` without a reset
-//! method is EINVAL and revokes nothing ([`Shim::try_reset`], F2); a BAR
-//! with memory decoding off is unreachable ([`Shim::peer_reach`], F3).
+//! answers nothing on any path.
 //!
 //! # Revocation as modelled
 //!
@@ -119,24 +78,30 @@
 //! are atomic per call; `dma_map_phys()` on dma-direct returns the physical
 //! address unchanged; the device never unregisters, so
 //! `vfio_device_try_get_registration()` always succeeds.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 mod check;
+mod defect;
+mod dma_buf;
+mod dma_buf_mapping;
 mod fault;
+mod importer;
 mod iommu;
 mod p2p;
 mod sg;
 mod shim;
+mod state;
+mod vfio_pci_dmabuf;
 
 pub use check::{check_invariants, Violation};
+pub use defect::{Defect, DefectStatus, DEFECTS};
+pub use dma_buf::{AttachError, Attachment, DmaBuf};
+pub use dma_buf_mapping::{DmaBufDma, IovaState, MapError, MapPath};
 pub use fault::{FaultPlan, FaultSite, Fidelity};
-pub use iommu::{Extent, Iommu, IommuModel, IommuOp, IommuSnapshot, IommuStats};
+pub use importer::{DmaOps, Importer, ImporterDesc};
+pub use iommu::{Extent, Iommu, IommuModel, IommuSnapshot, IommuStats};
 pub use p2p::{P2pMapType, P2pProvider};
 pub use sg::{calc_sg_nents, max_sg_ent_sz, SgEntry, SgTable};
-pub use shim::{
-    Anomaly, AttachError, Attachment, AttachmentId, Config, Counters, DmaBuf, DmaBufDma, DmaBufId, DmaOps, Events,
-    ExportError, Importer, ImporterDesc, ImporterId, IovaState, MapError, MapPath, MappingId, Shim, Snapshot,
-    VfioPciCoreDevice,
-};
+pub use shim::{Config, Shim};
+pub use state::{Alloc, Anomaly, AttachmentId, Counters, DmaBufId, Events, ImporterId, Ledger, MappingId, Snapshot};
 pub use validator::{Bar, BarKind, Device, Errno, PageSize, PhysVec, Policy, Reject};
+pub use vfio_pci_dmabuf::{ExportError, VfioPciCoreDevice};

@@ -1,4 +1,5 @@
-//! The PCI P2P DMA provider and the path a peer's DMA takes to reach a BAR.
+//! `drivers/pci/p2pdma.c`: the PCI P2P DMA provider and the path a peer's
+//! DMA takes to reach a BAR.
 
 use validator::{Bar, BarKind};
 
@@ -44,10 +45,5 @@ impl P2pProvider {
     /// address `paddr` of this BAR.
     pub const fn bus_addr_map(&self, paddr: u64) -> u64 {
         paddr.wrapping_add(self.bus_offset)
-    }
-
-    /// The inverse: which physical address a bus address reaches.
-    pub const fn bus_to_phys(&self, bus: u64) -> u64 {
-        bus.wrapping_sub(self.bus_offset)
     }
 }

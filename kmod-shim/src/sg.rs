@@ -1,4 +1,6 @@
-//! The DMA-only scatterlist `dma_buf_phys_vec_to_sgt()` builds.
+//! `include/linux/scatterlist.h` (`struct sg_table`) and the sizing helpers
+//! of `drivers/dma-buf/dma-buf-mapping.c`: the DMA-only scatterlist
+//! `dma_buf_phys_vec_to_sgt()` builds.
 
 use validator::PhysVec;
 

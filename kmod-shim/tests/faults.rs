@@ -76,7 +76,7 @@ fn kernel_mode_leaks_iova_when_the_first_link_fails() {
     let (s, _, failed) = run(cfg, iommu(), FaultPlan::new(FaultSite::IovaLink, 0));
     assert!(failed);
     assert_eq!(s.anomalies(), &[Anomaly::IovaLeak { bytes: 8 * GIB + 0x3000 }]);
-    let io = s.importer(ImporterId(0)).iommu.as_ref().unwrap();
+    let io = s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap();
     assert_eq!(io.allocated_bytes(), 8 * GIB + 0x3000);
     assert_eq!(io.mapped_bytes(), 0);
 }
@@ -103,13 +103,13 @@ fn kernel_mode_unmaps_never_filled_entries() {
     assert_eq!(s.events().spurious_unmaps, 1);
     // The filled entries were unmapped, piecewise for the split range.
     assert_eq!(s.snapshot(), before);
-    let io = s.importer(ImporterId(0)).iommu.as_ref().unwrap();
+    let io = s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap();
     assert_eq!(io.stats().spurious_unmaps, 1);
     assert_eq!(io.stats().unmaps, 4);
     // The fixed mode makes one unmap per map and nothing spurious.
     let (s, _, _) = run(Config::default(), iommu().without_iova_api(), FaultPlan::new(FaultSite::MapPhys, 2));
     assert_eq!(s.events().spurious_unmaps, 0);
-    assert_eq!(s.importer(ImporterId(0)).iommu.as_ref().unwrap().stats().unmaps, 2);
+    assert_eq!(s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap().stats().unmaps, 2);
 }
 
 #[test]
@@ -121,6 +121,10 @@ fn kernel_mode_dma_buf_fd_failure_double_releases() {
     assert_eq!(s.counters().registrations, -1);
     assert!(s.anomalies().contains(&Anomaly::RegistrationUnderflow));
     assert!(s.anomalies().contains(&Anomaly::UseAfterFree("priv in vfio_pci_dma_buf_release()")));
+    // err_free_phys and err_free_priv free what the release already freed.
+    let ledger = s.counters().ledger;
+    assert_eq!((ledger.live(Alloc::PhysVec), ledger.live(Alloc::Priv)), (-1, -1));
+    assert_eq!(ledger.live(Alloc::DmaBufFile), 0);
     assert!(check_invariants(&s).is_err());
     // Fixed: the put alone releases everything.
     let (s, before, failed) = run(Config::default(), iommu(), FaultPlan::new(FaultSite::DmaBufFd, 0));

@@ -36,7 +36,7 @@ fn f1_iova_collision_errno_is_the_iommu_drivers() {
     assert_eq!(m, Err(MapError::IovaLink { index: 1, errno: Errno::EADDRINUSE }));
     assert_eq!(m.unwrap_err().errno(), Errno::EADDRINUSE);
     assert_eq!(Errno::EADDRINUSE.name(), "EADDRINUSE");
-    assert!(s.importer(imp).iommu.as_ref().unwrap().is_idle());
+    assert!(s.importer(imp).expect("importer").iommu.as_ref().unwrap().is_idle());
     ok(&s);
     // ARM selectable, before or after the importer is added.
     for before in [true, false] {
@@ -48,7 +48,7 @@ fn f1_iova_collision_errno_is_the_iommu_drivers() {
         if !before {
             s.set_iommu_model(IommuModel::ArmLpae);
         }
-        assert_eq!(s.importer(imp).iommu.as_ref().unwrap().model(), IommuModel::ArmLpae);
+        assert_eq!(s.importer(imp).expect("importer").iommu.as_ref().unwrap().model(), IommuModel::ArmLpae);
         let (_, m) = map(&mut s, imp, &TWO);
         assert_eq!(m, Err(MapError::IovaLink { index: 1, errno: Errno::EEXIST }), "set before: {before}");
         ok(&s);

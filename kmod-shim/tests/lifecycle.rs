@@ -46,7 +46,7 @@ fn memory_disable_revokes_all_and_enable_restores() {
     assert!(s.dma_buf(buf).unwrap().revoked);
     assert_eq!(s.counters().mappings, 0);
     assert_eq!(s.events().move_notifies, 2);
-    assert!(s.importer(io).iommu.as_ref().unwrap().is_idle());
+    assert!(s.importer(io).expect("importer").iommu.as_ref().unwrap().is_idle());
     assert_eq!(s.map(a2), Err(MapError::Revoked));
     assert_eq!(MapError::Revoked.errno(), Errno::ENODEV);
     ok(&s);
@@ -101,7 +101,7 @@ fn revoke_waits_for_importers_that_unmap_later() {
     s.map(att).unwrap();
     s.set_memory_enabled(false);
     assert_eq!(s.events().revoke_waits, 2);
-    assert!(s.importer(lazy).iommu.as_ref().unwrap().is_idle());
+    assert!(s.importer(lazy).expect("importer").iommu.as_ref().unwrap().is_idle());
     ok(&s);
 }
 
@@ -116,7 +116,7 @@ fn close_revokes_for_good_and_the_dma_buf_outlives_the_device() {
     assert!(d.revoked && !d.vdev);
     assert_eq!(s.device().dmabufs().count(), 0);
     assert_eq!(s.counters().registrations, 0);
-    assert!(s.importer(io).iommu.as_ref().unwrap().is_idle());
+    assert!(s.importer(io).expect("importer").iommu.as_ref().unwrap().is_idle());
     ok(&s);
     // Neither memory enable nor reopen restores it.
     s.set_memory_enabled(false);
@@ -160,7 +160,7 @@ fn detach_with_live_mappings_is_recorded() {
     let att = s.attach(buf, io).unwrap();
     s.map(att).unwrap();
     s.detach(att).unwrap();
-    assert!(s.importer(io).iommu.as_ref().unwrap().is_idle());
+    assert!(s.importer(io).expect("importer").iommu.as_ref().unwrap().is_idle());
     assert_eq!(check_invariants(&s), Err(Violation::Anomaly(Anomaly::DetachWithMappings)));
 }
 
@@ -189,8 +189,26 @@ fn checker_catches_a_stale_translation() {
     let (mut s, buf, _, io) = setup();
     let att = s.attach(buf, io).unwrap();
     s.map(att).unwrap();
-    let iommu = s.importer_mut(io).iommu.as_mut().unwrap();
+    let iommu = s.importer_mut(io).expect("importer").iommu.as_mut().unwrap();
     let extra = iommu.alloc_iova(0x1000).unwrap();
     iommu.map(extra, BAR0, 0x1000).unwrap();
     assert!(matches!(check_invariants(&s), Err(Violation::IommuAccounting { .. })));
+}
+
+#[test]
+fn ledger_names_every_kernel_object_a_mapping_holds() {
+    let (mut s, buf, _, io) = setup();
+    let att = s.attach(buf, io).unwrap();
+    let m = s.map(att).unwrap();
+    assert_eq!(s.mapping(m).unwrap().path(), MapPath::IovaSpan);
+    let ledger = s.counters().ledger;
+    for (alloc, live) in ledger.entries() {
+        // The range copy is freed before the export returns.
+        let want = i64::from(alloc != Alloc::RangeCopy);
+        assert_eq!(live, want, "{alloc}");
+    }
+    s.unmap(m);
+    s.detach(att).unwrap();
+    s.close_fd(buf).unwrap();
+    assert_eq!(s.counters().ledger, Ledger::default());
 }

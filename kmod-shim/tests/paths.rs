@@ -50,7 +50,7 @@ fn three_scattered_ranges_iova_span() {
     let m = m.unwrap();
     assert_eq!(s.mapping(m).unwrap().path(), MapPath::IovaSpan);
     assert_eq!(s.sg_table(m).unwrap().pairs(), vec![(APERTURE.0, 0x6000)]);
-    let io = s.importer(imp).iommu.as_ref().unwrap();
+    let io = s.importer(imp).expect("importer").iommu.as_ref().unwrap();
     let ext: Vec<_> = io.extents().map(|e| (e.iova, e.len, e.paddr)).collect();
     assert_eq!(
         ext,
@@ -84,7 +84,7 @@ fn iova_allocation_failure_falls_back_to_per_range() {
     let small = ImporterDesc::iommu_peer(APERTURE.0, APERTURE.0 + 0x8000);
     let (s, imp, m) = map_one(Config::default(), small, &[(0, 0x4000), (0x10000, 0x4000), (0x20000, 0x4000)]);
     assert_eq!(m, Err(MapError::MapPhys { index: 2 }));
-    assert!(s.importer(imp).iommu.as_ref().unwrap().is_idle());
+    assert!(s.importer(imp).expect("importer").iommu.as_ref().unwrap().is_idle());
     ok(&s);
     // With room for each range but an injected IOVA failure: per-range.
     let mut s = shim(Config::default());
@@ -125,7 +125,7 @@ fn eight_gib_range_splits_into_page_aligned_continuous_entries() {
             vec![(a, MAX_SEG), (a + MAX_SEG, MAX_SEG), (a + 2 * MAX_SEG, 0x2000)]
         );
         // One extent, not two million PTEs.
-        assert_eq!(s.importer(imp).iommu.as_ref().unwrap().extents().count(), 1);
+        assert_eq!(s.importer(imp).expect("importer").iommu.as_ref().unwrap().extents().count(), 1);
         ok(&s);
     }
 }
@@ -148,8 +148,8 @@ fn kernel_links_every_range_at_offset_zero() {
     let (s, imp, m) = map_one(cfg, iommu(), &[(0, 3 * GIB), (8 * GIB, 2 * GIB)]);
     assert_eq!(m, Err(MapError::IovaLink { index: 1, errno: Errno::EADDRINUSE }));
     assert_eq!(m.unwrap_err().errno(), Errno::EADDRINUSE);
-    assert_eq!(s.importer(imp).iommu.as_ref().unwrap().stats().collisions, 1);
-    assert!(s.importer(imp).iommu.as_ref().unwrap().is_idle());
+    assert_eq!(s.importer(imp).expect("importer").iommu.as_ref().unwrap().stats().collisions, 1);
+    assert!(s.importer(imp).expect("importer").iommu.as_ref().unwrap().is_idle());
     ok(&s);
     // One range is unaffected, over 4 GiB included.
     let (s, _, m) = map_one(cfg, iommu(), &[(0, 5 * GIB)]);
@@ -223,7 +223,7 @@ fn unmap_leaves_nothing_mapped_on_any_path() {
     for desc in [ImporterDesc::bus_peer(), iommu(), iommu().without_iova_api()] {
         let (mut s, imp, m) = map_one(Config::default(), desc, &[(0, 8 * GIB), (9 * GIB, 0x1000)]);
         s.unmap(m.unwrap());
-        if let Some(io) = &s.importer(imp).iommu {
+        if let Some(io) = &s.importer(imp).expect("importer").iommu {
             assert!(io.is_idle(), "{desc:?}");
         }
         assert_eq!(s.counters().mappings, 0);

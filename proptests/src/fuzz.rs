@@ -1,6 +1,6 @@
 //! The fuzz targets' bodies (`../fuzz/fuzz_targets/*.rs` are one-line
 //! wrappers), kept here so that a crash input replays under `cargo test`
-//! (`tests/fuzz_regressions.rs`) without the nightly toolchain.
+//! (`tests/props.rs`, `fuzz_regressions_replay`) without the nightly toolchain.
 
 use kmod_shim::{Fidelity, Policy};
 use uapi::{DeviceFeatureDmaBufSingle, Request, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET};
@@ -74,7 +74,7 @@ pub fn structured(s: &Scenario) {
             kernel_links_at_offset_zero(&dev, &req, policy);
         }
     }
-    let h = owned.hdr;
+    let h = owned.dma_buf;
     if h.nr_ranges == 1
         && !owned.ranges.is_empty()
         && owned.feature.flags == VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF

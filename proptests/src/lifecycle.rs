@@ -10,7 +10,9 @@ use uapi::DmaRange;
 
 use crate::fixtures::{all_importers, config, edge_device, shim_with, GIB};
 use crate::oracle::{ok, predict_map};
-use crate::OwnedRequest;
+use uapi::OwnedRequest;
+
+use crate::well_formed;
 
 /// One step. Indices pick among the objects created so far (modulo their
 /// number), so every sequence of steps is meaningful.
@@ -72,12 +74,12 @@ impl Op {
 pub fn presets() -> Vec<OwnedRequest> {
     let r = |o, l| DmaRange::new(o, l);
     vec![
-        OwnedRequest::well_formed(0, 2, &[r(0, 0x1000)]),
-        OwnedRequest::well_formed(0, 2, &[r(0x10_0000, 0x1000), r(0x2000, 0x3000), r(0x8000_0000, 0x2000)]),
-        OwnedRequest::well_formed(0, 2, &[r(0, 8 * GIB), r(15 * GIB, 0x1000)]),
-        OwnedRequest::well_formed(0, 2, &[r(0x4000, 0x4000), r(0x2000, 0x4000)]),
-        OwnedRequest::well_formed(4, 2, &[r(0, 0x1_0000)]),
-        OwnedRequest::well_formed(0, 2, &[r(0, 0x1000), r(16 * GIB, 0x1000)]),
+        well_formed(0, 2, &[r(0, 0x1000)]),
+        well_formed(0, 2, &[r(0x10_0000, 0x1000), r(0x2000, 0x3000), r(0x8000_0000, 0x2000)]),
+        well_formed(0, 2, &[r(0, 8 * GIB), r(15 * GIB, 0x1000)]),
+        well_formed(0, 2, &[r(0x4000, 0x4000), r(0x2000, 0x4000)]),
+        well_formed(4, 2, &[r(0, 0x1_0000)]),
+        well_formed(0, 2, &[r(0, 0x1000), r(16 * GIB, 0x1000)]),
     ]
 }
 
@@ -182,7 +184,7 @@ impl Lifecycle {
                 let Some(bi) = pick(self.bufs.len(), b) else { return };
                 let (id, m) = self.bufs[bi];
                 let imp = ImporterId(imp as usize % self.importers);
-                let desc = self.shim.importer(imp).desc;
+                let desc = self.shim.importer(imp).expect("importer").desc;
                 let live = self.shim.dma_buf(id).is_some();
                 match self.shim.attach(id, imp) {
                     Ok(a) => {
@@ -190,6 +192,7 @@ impl Lifecycle {
                         self.atts.push((a, id, imp, true));
                     }
                     Err(AttachError::NoSuchDmaBuf) => assert!(!live),
+                    Err(AttachError::NoSuchImporter) => panic!("{imp:?} is one of the lifecycle's importers"),
                     Err(AttachError::NoPeer2Peer) => assert!(!desc.peer2peer),
                     Err(AttachError::Revoked) => assert!(self.revoked(m)),
                     Err(AttachError::PinNotSupported) => assert!(!desc.move_notify),
@@ -202,7 +205,11 @@ impl Lifecycle {
             Op::Map(a) => {
                 let Some(ai) = pick(self.atts.len(), a) else { return };
                 let (att, buf, imp, live) = self.atts[ai];
-                let want = if live { Some(predict_map(&self.shim, buf, &self.shim.importer(imp).desc)) } else { None };
+                let want = if live {
+                    Some(predict_map(&self.shim, buf, &self.shim.importer(imp).expect("importer").desc))
+                } else {
+                    None
+                };
                 match self.shim.map(att) {
                     Ok(m) => {
                         assert!(live, "map of a detached attachment");
@@ -217,11 +224,12 @@ impl Lifecycle {
                     Err(e) => {
                         // Predicted (sg cap, no P2P path, small aperture
                         // exhausted by earlier maps) or a fault.
-                        let small = self.shim.importer(imp).iommu.as_ref().is_some_and(|io| {
+                        let small = self.shim.importer(imp).expect("importer").iommu.as_ref().is_some_and(|io| {
                             let (s, e) = io.aperture();
                             e - s < crate::fixtures::APERTURE.1 - crate::fixtures::APERTURE.0
                         });
-                        let p2p_none = self.shim.importer(imp).desc.map_type == P2pMapType::NotSupported;
+                        let p2p_none =
+                            self.shim.importer(imp).expect("importer").desc.map_type == P2pMapType::NotSupported;
                         assert!(
                             self.fault_fired_now(armed) || want == Some(Err(e)) || small || p2p_none,
                             "map failed: {e:?}, predicted {want:?}"

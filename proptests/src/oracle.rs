@@ -9,11 +9,13 @@ use uapi::{DeviceFeatureDmaBufSingle, DmaRange, Request};
 use validator::{validate, Outcome, O_ACCMODE, O_CLOEXEC, STRICT_MAX_NR_RANGES};
 
 use crate::fixtures::{config, shim_with, SG_CAP};
-use crate::{check_order, OwnedRequest};
+use uapi::OwnedRequest;
+
+use crate::{check_order, well_formed};
 
 /// Panics if the shim breaks an invariant of [`check_invariants`]. In
-/// Kernel mode the documented IOVA leak of the kernel's unwind (crate docs
-/// of kmod-shim, differences 2 and 3) is expected, and the checker reports
+/// Kernel mode the documented IOVA leak of the kernel's unwind
+/// (`kmod_shim::DEFECTS`, defects 2 and 3) is expected, and the checker reports
 /// it before anything else, so nothing more is checked once it happened.
 #[track_caller]
 pub fn ok(s: &Shim, what: &str) {
@@ -152,7 +154,7 @@ pub fn predict_map(s: &Shim, buf: DmaBufId, desc: &ImporterDesc) -> Result<MapPa
 /// [`predict_map`] (unless `predict` is false), that a failure leaves the
 /// state as it was (Fixed mode), and the invariants.
 pub fn attach_and_map(s: &mut Shim, buf: DmaBufId, imp: ImporterId, predict: bool) -> Result<Mapped, MapError> {
-    let desc = s.importer(imp).desc;
+    let desc = s.importer(imp).expect("importer").desc;
     let revoked = s.dma_buf(buf).is_some_and(|b| b.revoked);
     let att = match s.attach(buf, imp) {
         Ok(a) => a,
@@ -275,7 +277,7 @@ impl Perturb {
 pub fn single_range_equivalence(dev: &Device, single: &DeviceFeatureDmaBufSingle, policy: Policy, p: Perturb) {
     let mut multi = OwnedRequest::from_single(single);
     multi.feature.argsz = p.argsz;
-    multi.hdr.flags = p.flags;
+    multi.dma_buf.flags = p.flags;
     multi.readable = p.readable;
     let imps = crate::fixtures::path_importers();
     let mut a = shim_with(*dev, config(policy, Fidelity::Fixed), &imps);
@@ -321,9 +323,9 @@ pub fn single_range_equivalence(dev: &Device, single: &DeviceFeatureDmaBufSingle
 /// while N single-range dma-bufs mapped by one importer give N separate
 /// tables of one range each.
 pub fn decomposition(dev: &Device, policy: Policy, region: u32, open_flags: u32, ranges: &[DmaRange]) {
-    let multi = OwnedRequest::well_formed(region, open_flags, ranges);
+    let multi = well_formed(region, open_flags, ranges);
     let singles: Vec<OwnedRequest> =
-        ranges.iter().map(|r| OwnedRequest::well_formed(region, open_flags, std::slice::from_ref(r))).collect();
+        ranges.iter().map(|r| well_formed(region, open_flags, std::slice::from_ref(r))).collect();
     let vm = validate(&multi.request(), dev, policy);
     let all_single = singles.iter().all(|s| validate(&s.request(), dev, policy).is_ok());
     let total = ranges.iter().try_fold(0u64, |t, r| t.checked_add(r.length));
@@ -486,7 +488,7 @@ pub fn revoke(dev: &Device, req: &Request<'_>, how: Revoke, maps: u8) {
     assert_eq!(s.counters().mappings, 0, "{how:?} returned with mappings live");
     let mut bus_or_direct = Vec::new();
     for &(imp, a, _) in &seen {
-        let d = s.importer(imp).desc;
+        let d = s.importer(imp).expect("importer").desc;
         let reach = s.peer_reach(imp, a);
         match (d.map_type, d.dma) {
             (P2pMapType::BusAddr, _) | (P2pMapType::ThruHostBridge, DmaOps::Direct) => {
@@ -504,7 +506,7 @@ pub fn revoke(dev: &Device, req: &Request<'_>, how: Revoke, maps: u8) {
         }
     }
     for (imp, _) in s.importers() {
-        if let Some(io) = &s.importer(imp).iommu {
+        if let Some(io) = &s.importer(imp).expect("importer").iommu {
             assert!(io.is_idle(), "IOMMU of {imp:?} not idle after {how:?}");
         }
     }
@@ -516,7 +518,7 @@ pub fn revoke(dev: &Device, req: &Request<'_>, how: Revoke, maps: u8) {
             assert_eq!(r, Err(MapError::Revoked), "map of a revoked dma-buf");
             assert_eq!(MapError::Revoked.errno(), Errno::ENODEV);
             let again = s.attach(buf, imp);
-            if s.importer(imp).desc.peer2peer {
+            if s.importer(imp).expect("importer").desc.peer2peer {
                 assert_eq!(again, Err(AttachError::Revoked));
             }
         }
@@ -543,7 +545,7 @@ pub fn revoke(dev: &Device, req: &Request<'_>, how: Revoke, maps: u8) {
         for &(imp, att) in &atts {
             // Revocation freed every IOVA: each first map after the restore
             // behaves as on a fresh importer.
-            let want = predict_map(&s, buf, &s.importer(imp).desc);
+            let want = predict_map(&s, buf, &s.importer(imp).expect("importer").desc);
             let got = s.map(att).map(|m| s.mapping(m).expect("live").path());
             assert_eq!(got, want, "map after restore through {imp:?}");
             ok(&s, "map after restore");

@@ -16,7 +16,9 @@ use kmod_shim::{Bar, BarKind, Device, FaultPlan, FaultSite, ImporterDesc, PageSi
 use uapi::{DmaBufHeader, DmaRange, FeatureHeader, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET};
 
 use crate::fixtures::{all_importers, edge_values, GIB, PAGE_SIZES};
-use crate::OwnedRequest;
+use uapi::OwnedRequest;
+
+use crate::well_formed;
 
 /// BAR lengths a scenario picks from.
 pub const BAR_LENS: [u64; 12] =
@@ -301,17 +303,17 @@ impl Scenario {
             Val::Raw(x) => x,
         };
         let ranges: Vec<DmaRange> = self.ranges.iter().map(|&(o, l)| DmaRange::new(v(o), v(l))).collect();
-        let wf = OwnedRequest::well_formed(region, 0o2_000_002, &ranges);
+        let wf = well_formed(region, 0o2_000_002, &ranges);
         OwnedRequest {
             feature: FeatureHeader {
                 argsz: self.argsz.get(200, wf.feature.argsz),
                 flags: self.feature_flags.get(224, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF),
             },
-            hdr: DmaBufHeader {
+            dma_buf: DmaBufHeader {
                 region_index: region,
-                open_flags: self.open_flags.get(128, wf.hdr.open_flags),
+                open_flags: self.open_flags.get(128, wf.dma_buf.open_flags),
                 flags: self.flags.get(240, 0),
-                nr_ranges: self.nr_ranges.get(224, wf.hdr.nr_ranges),
+                nr_ranges: self.nr_ranges.get(224, wf.dma_buf.nr_ranges),
             },
             ranges,
             readable: self.readable.get(224, wf.readable as u32) as u64,
@@ -322,7 +324,7 @@ impl Scenario {
     /// passes): the decomposition claim applies.
     pub fn well_formed(&self) -> bool {
         let r = self.request();
-        let wf = OwnedRequest::well_formed(r.hdr.region_index, r.hdr.open_flags, &r.ranges);
+        let wf = well_formed(r.dma_buf.region_index, r.dma_buf.open_flags, &r.ranges);
         r == wf
     }
 }

@@ -11,9 +11,10 @@ use kmod_shim::{Bar, BarKind, Device, FaultPlan, FaultSite, PageSize, Policy, Re
 use props::fixtures::{all_importers, edge_device, edge_values, GIB, NR_RANGES_EDGES, PAGE_SIZES};
 use props::lifecycle::{self, Op};
 use props::oracle::{self, Perturb, Revoke};
-use props::OwnedRequest;
+use props::well_formed;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use uapi::OwnedRequest;
 use uapi::{
     DeviceFeatureDmaBufSingle, DmaBufHeader, DmaRange, FeatureHeader, Request, RequestBuilder,
     VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET,
@@ -121,11 +122,11 @@ fn any_request() -> impl Strategy<Value = (PageSize, OwnedRequest)> {
         prop_oneof![8 => Just(None), 1 => (0u64..300).prop_map(Some)],
     )
         .prop_map(|((p, region, ranges), of, ff, nr, argsz, flags, readable)| {
-            let mut r = OwnedRequest::well_formed(region, of, &ranges);
+            let mut r = well_formed(region, of, &ranges);
             r.feature.flags = ff;
-            r.hdr.flags = flags;
+            r.dma_buf.flags = flags;
             if let Some(nr) = nr {
-                r.hdr.nr_ranges = nr;
+                r.dma_buf.nr_ranges = nr;
             }
             if let Some(a) = argsz {
                 r.feature.argsz = a;
@@ -139,8 +140,7 @@ fn any_request() -> impl Strategy<Value = (PageSize, OwnedRequest)> {
 
 /// A request Linux mostly accepts: well-formed, 1 to `n` ranges.
 fn accepted_biased(n: usize) -> impl Strategy<Value = (PageSize, OwnedRequest)> {
-    (ranges_on(1..=n), open_flags())
-        .prop_map(|((p, region, ranges), of)| (p, OwnedRequest::well_formed(region, of, &ranges)))
+    (ranges_on(1..=n), open_flags()).prop_map(|((p, region, ranges), of)| (p, well_formed(region, of, &ranges)))
 }
 
 /// Large requests: a range of 4 GiB or more (one sg entry cannot hold it),
@@ -152,7 +152,7 @@ fn large_request() -> impl Strategy<Value = (PageSize, OwnedRequest)> {
                 .iter()
                 .map(|&(o, l)| DmaRange::new(o * GIB, (l * GIB).min(16 * GIB - o * GIB).max(p.bytes())))
                 .collect();
-            (p, OwnedRequest::well_formed(region, 2, &ranges))
+            (p, well_formed(region, 2, &ranges))
         },
     )
 }
@@ -247,8 +247,8 @@ proptest! {
         prop_assert_eq!(r.dma_buf, DmaBufHeader { region_index: region, open_flags: of, flags, nr_ranges: nr });
         prop_assert_eq!(r.ranges.iter().map(|x| (x.offset, x.length)).collect::<Vec<_>>(), ranges);
         prop_assert_eq!(r.readable, bytes.len() as u64 - 8);
-        let owned = OwnedRequest { feature: r.feature, hdr: r.dma_buf, ranges: r.ranges.iter().collect(), readable: r.readable };
-        prop_assert_eq!(owned.encode(), bytes);
+        let owned = OwnedRequest { feature: r.feature, dma_buf: r.dma_buf, ranges: r.ranges.iter().collect(), readable: r.readable };
+        prop_assert_eq!(owned.encode(), Ok(bytes));
     }
 
     /// Decoding arbitrary bytes never panics: any input of 8 bytes or more
@@ -306,7 +306,7 @@ proptest! {
     #[test]
     fn prop_shim_agrees_with_the_validator_for_many_ranges(n in 1u64..2000, stride in 1u64..64, pol in policy()) {
         let ranges: Vec<DmaRange> = (0..n).map(|i| DmaRange::new((i * stride % 4096) * 4096, 4096)).collect();
-        let req = OwnedRequest::well_formed(0, 2, &ranges);
+        let req = well_formed(0, 2, &ranges);
         let dev = edge_device(PageSize::K4);
         oracle::shim_agrees_with_validator(&req.request(), &dev, pol);
         oracle::map_on_every_path(&dev, &req.request(), pol, kmod_shim::Fidelity::Fixed, &props::fixtures::path_importers());
@@ -432,7 +432,7 @@ proptest! {
         // Past the end: offset + length > bar_len.
         let length = if offset >= bar_len { extra_pages * p } else { bar_len - offset + extra_pages * p };
         let dev = Device::new(page).with_bar(0, Bar::mmio(start, bar_len));
-        let req = OwnedRequest::well_formed(0, 2, &[DmaRange::new(offset, length)]);
+        let req = well_formed(0, 2, &[DmaRange::new(offset, length)]);
         let linux = validate(&req.request(), &dev, Policy::Linux);
         let overflows = start.checked_add(offset).and_then(|x| x.checked_add(length)).is_none();
         let want = if overflows { Reject::PhysAddrOverflow { index: 0 } } else { Reject::RangeBeyondBar { index: 0 } };
@@ -452,7 +452,7 @@ proptest! {
         other.feature.argsz = argsz.max(24);
         prop_assert_eq!(validate(&req.request(), &dev, Policy::Linux), validate(&other.request(), &dev, Policy::Linux));
         let strict = validate(&other.request(), &dev, Policy::Strict);
-        let short = (other.feature.argsz as u64 - 8) < 16 + 16 * other.hdr.nr_ranges as u64;
+        let short = (other.feature.argsz as u64 - 8) < 16 + 16 * other.dma_buf.nr_ranges as u64;
         if short && validate(&req.request(), &dev, Policy::Strict) != Err(Reject::StrictOpenFlags) {
             prop_assert_eq!(strict, Err(Reject::StrictArgszShort));
         } else {
@@ -465,7 +465,7 @@ proptest! {
     /// twice, give the same verdict under both policies.
     #[test]
     fn prop_validator_is_deterministic_and_alignment_independent((page, req) in any_request(), shift in 1usize..8) {
-        let bytes = req.encode();
+        let bytes = req.encode().expect("readable below 300 bytes encodes");
         let mut shifted = vec![0u8; shift];
         shifted.extend_from_slice(&bytes);
         let (a, b) = (Request::decode(&bytes), Request::decode(&shifted[shift..]));
@@ -512,10 +512,10 @@ fn validator_is_no_std_without_alloc() {
 fn oracle_catches_a_planted_stale_translation() {
     let imps = props::fixtures::path_importers();
     let mut s = props::fixtures::shim_with(edge_device(PageSize::K4), Default::default(), &imps);
-    let req = OwnedRequest::well_formed(0, 2, &[DmaRange::new(0, 0x1000)]);
+    let req = well_formed(0, 2, &[DmaRange::new(0, 0x1000)]);
     let buf = s.export(&req.request()).expect("accepted");
     let _ = oracle::attach_and_map(&mut s, buf, kmod_shim::ImporterId(1), true);
-    let io = s.importer_mut(kmod_shim::ImporterId(1)).iommu.as_mut().expect("iommu");
+    let io = s.importer_mut(kmod_shim::ImporterId(1)).expect("importer").iommu.as_mut().expect("iommu");
     let extra = io.alloc_iova(0x1000).expect("space");
     io.map(extra, 0x40_0000_0000, 0x1000).expect("map");
     oracle::ok(&s, "planted");

@@ -442,32 +442,27 @@ fn importer_md(root: &std::path::Path) -> String {
 }
 
 fn defects_md(f: &report::Findings) -> String {
-    const SHIM: &str = include_str!("../../kmod-shim/src/lib.rs");
-    let mut items = Vec::new();
-    let mut inside = false;
-    for line in SHIM.lines() {
-        let t = line.trim_start_matches("//!").trim();
-        if t.starts_with("1. **") {
-            inside = true;
+    defects_section(f.kernel_iova_failures, f.multi_range_needed)
+}
+
+/// The defects section from `kmod_shim::DEFECTS` and the framebuffer
+/// experiment's count of multi-range IOVA map failures.
+fn defects_section(kernel_iova_failures: usize, multi_range_needed: usize) -> String {
+    use kmod_shim::{DefectStatus, DEFECTS};
+    let ids = |want: fn(&DefectStatus) -> bool| -> Vec<String> {
+        DEFECTS.iter().filter(|d| want(&d.status)).map(|d| d.id.to_string()).collect()
+    };
+    let unconfirmed = ids(|s| matches!(s, DefectStatus::Unconfirmed));
+    let fixed = ids(|s| matches!(s, DefectStatus::FixedUpstream { .. }));
+    let read_from: Vec<&str> = DEFECTS.iter().map(|d| d.read_from).fold(Vec::new(), |mut v, r| {
+        if !v.contains(&r) {
+            v.push(r);
         }
-        if inside && t.starts_with("Also flagged") {
-            break;
-        }
-        if !inside {
-            continue;
-        }
-        if t.chars().next().is_some_and(|c| c.is_ascii_digit()) && t.contains(". **") {
-            items.push(t.to_string());
-        } else if let Some(last) = items.last_mut() {
-            if !t.is_empty() {
-                last.push(' ');
-                last.push_str(t);
-            }
-        }
-    }
-    let mut s = String::from(
+        v
+    });
+    let mut s = format!(
         "Found by reading the source (drivers/dma-buf/dma-buf-mapping.c, drivers/vfio/pci/vfio_pci_dmabuf.c, \
-         drivers/iommu/dma-iommu.c of the 6.19 to 7.0 trees); modelled by kmod-shim's kernel-faithful mode, each \
+         drivers/iommu/dma-iommu.c of the {} trees); modelled by kmod-shim's kernel-faithful mode, each \
          covered by a kmod-shim test.\n\n\
          **Defect 1 is confirmed on the running kernel**, Linux 7.2.13 and 7.3.4 under QEMU with intel-iommu: the \
          kernel lab's test importer maps a dma-buf through `dma_buf_map_attachment()` on the IOVA path, and every \
@@ -477,17 +472,37 @@ fn defects_md(f: &report::Findings) -> String {
          range's own bytes in order. Report: [kernel-importer-7.2.md](evidence/kernel-importer-7.2.md) \
          ([JSON](evidence/kernel-importer-7.2.json)); write-up and reproducer: \
          [kernel-lab/FINDINGS.md](../kernel-lab/FINDINGS.md). Until that is fixed, the multi-range UAPI \
-         merged in 6.19 delivers nothing to an importer behind a translating Intel IOMMU. Defects 2 to 5 are \
-         error paths the importer has not exercised yet (they need error injection) and remain unconfirmed.\n\n\
-         The list below is kmod-shim's own documentation, extracted verbatim:\n\n",
+         merged in 6.19 delivers nothing to an importer behind a translating Intel IOMMU. Defects {} are \
+         error paths the importer has not exercised yet (they need error injection) and remain unconfirmed. \
+         Defect {} is fixed upstream and listed for the record only.\n\n\
+         The list below is kmod-shim's defect table (`kmod_shim::DEFECTS`):\n\n",
+        read_from.join(", "),
+        unconfirmed.join(", "),
+        fixed.join(", "),
     );
-    for it in items {
-        s.push_str(&format!("{it}\n"));
+    for d in DEFECTS {
+        s.push_str(&format!("{d}\n"));
     }
     s.push_str(&format!(
         "\nMeasured consequence of defect 1 in the model: the multi-range IOVA map fails (EADDRINUSE) in {} of the {} \
          scattered framebuffers that need more than one range, i.e. every one; single-range dma-bufs map.\n",
-        f.kernel_iova_failures, f.multi_range_needed
+        kernel_iova_failures, multi_range_needed
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::defects_section;
+
+    #[test]
+    fn defects_section_reads_the_table() {
+        let s = defects_section(3, 3);
+        for d in kmod_shim::DEFECTS {
+            assert!(s.contains(&format!("{}. **{}**", d.id, d.title)), "defect {} missing", d.id);
+        }
+        assert!(s.contains("Defects 2, 3, 4 are error paths"), "{s}");
+        assert!(s.contains("Defect 5 is fixed upstream"), "{s}");
+        assert!(s.contains("fixed upstream in v7.0-rc6 (commit e98137f0a874"), "{s}");
+    }
 }
