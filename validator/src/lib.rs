@@ -29,7 +29,7 @@ mod reject;
 
 pub use device::{Bar, BarKind, Device, PageSize};
 pub use errno::Errno;
-pub use reject::Reject;
+pub use reject::{Reject, Stage};
 
 use uapi::{
     DmaRange, RangeList, Request, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE, FEATURE_HEADER_SIZE,
