@@ -6,6 +6,13 @@
 //! ([`Reject`], carrying the kernel's errno). It is `no_std`, allocates
 //! nothing, and never panics.
 //!
+//! Each check is defined once, as a row of the table in `src/reject.rs`
+//! (variant, errno, policy, [`Stage`], kernel function, summary, doc), from
+//! which [`Reject`] and its accessors are generated; [`validate`] decides
+//! which check fails. Changing a check's errno or wording is one row there
+//! (plus the independent expectation in `tests/linux_table.rs`); the README's
+//! check list and `docs/cli-formats.md` are regenerated from it.
+//!
 //! Two policies:
 //! - [`Policy::Linux`] is Linux 7.2 exactly: the same checks, the same errno,
 //!   the same precedence. The check sequence follows
