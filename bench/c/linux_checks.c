@@ -31,11 +31,15 @@
 #include <stdint.h>
 #include <string.h>
 
-#define LC_ENOMEM 12
-#define LC_EFAULT 14
-#define LC_ENODEV 19
-#define LC_EINVAL 22
-#define LC_EOVERFLOW 75
+/*
+ * The errno numbers come from the workspace's one errno table
+ * (validator::Errno): build.rs defines LC_ENOMEM, LC_EFAULT, LC_ENODEV,
+ * LC_EINVAL and LC_EOVERFLOW on the compiler's command line.
+ */
+#if !defined(LC_ENOMEM) || !defined(LC_EFAULT) || !defined(LC_ENODEV) || !defined(LC_EINVAL) || \
+	!defined(LC_EOVERFLOW)
+#error "build.rs defines the errno numbers (LC_E*) from validator::Errno"
+#endif
 
 #define LC_PROBE 1
 #define LC_OTHER_FEATURE 2

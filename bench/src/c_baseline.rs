@@ -8,7 +8,7 @@
 use core::ffi::c_int;
 
 use uapi::FEATURE_HEADER_SIZE;
-use validator::{BarKind, Device, PhysVec};
+use validator::{BarKind, Device, Errno, PhysVec};
 
 use crate::Answer;
 
@@ -89,7 +89,10 @@ fn answer(ret: c_int, size: u64) -> Answer {
         0 => Answer::Export { size },
         LC_PROBE => Answer::Probe,
         LC_OTHER_FEATURE => Answer::OtherFeature,
-        e => Answer::Errno(-e),
+        e => match e.checked_neg().and_then(Errno::from_code) {
+            Some(errno) => Answer::Errno(errno),
+            None => Answer::Unexpected(e),
+        },
     }
 }
 

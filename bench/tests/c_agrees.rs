@@ -12,21 +12,25 @@
 use std::collections::BTreeMap;
 
 use nr_ranges_bench::c_baseline::{self, CDevice, CPhysVec};
-use nr_ranges_bench::{
-    bench_device, bench_request_bytes, rust_answer, validate_and_fill, Answer, SplitMix64, BENCH_NR_RANGES,
-};
+use nr_ranges_bench::{bench_device, bench_request_bytes, rust_answer, validate_and_fill, Answer, BENCH_NR_RANGES};
+use rng::SplitMix64;
 use uapi::{
     DmaRange, Request, RequestBuilder, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE,
     VFIO_DEVICE_FEATURE_SET,
 };
-use validator::{Bar, Device, Outcome, PageSize, PhysVec, Policy, Reject};
+use validator::{Bar, Device, Errno, Outcome, PageSize, PhysVec, Policy, Reject};
 
 const GET: u32 = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
-const EINVAL: i32 = 22;
-const ENODEV: i32 = 19;
-const ENOMEM: i32 = 12;
-const EFAULT: i32 = 14;
-const EOVERFLOW: i32 = 75;
+const EINVAL: Errno = Errno::EINVAL;
+const ENODEV: Errno = Errno::ENODEV;
+const ENOMEM: Errno = Errno::ENOMEM;
+const EFAULT: Errno = Errno::EFAULT;
+const EOVERFLOW: Errno = Errno::EOVERFLOW;
+
+/// One of `items` (never empty here), drawn as the cases always were.
+fn pick<T: Copy>(rng: &mut SplitMix64, items: &[T]) -> T {
+    rng.pick(items).expect("a non-empty list")
+}
 
 /// A request for failure messages: headers, sizes and the first ranges
 /// (a `{:?}` of the request would print every byte of a 4 MiB array).
@@ -149,7 +153,7 @@ const PAGE_EDGES: [u64; 4] = [4096, 16384, 65536, 1 << 21];
 
 /// A 64-bit value biased to the edges that matter to the checks.
 fn edge_u64(rng: &mut SplitMix64, bar: &Bar) -> u64 {
-    let page = rng.pick(&PAGE_EDGES);
+    let page = pick(rng, &PAGE_EDGES);
     match rng.below(18) {
         16 => 1 << 62,
         17 => (1 << 62) - page,
@@ -172,8 +176,9 @@ fn edge_u64(rng: &mut SplitMix64, bar: &Bar) -> u64 {
 }
 
 fn gen_bar(rng: &mut SplitMix64) -> Bar {
-    let start = rng.pick(&[0, 0xfd00_0000, 0x38_0000_0000, 1 << 63, u64::MAX - (1 << 20) + 1, u64::MAX - 0xfff]);
-    let len = rng.pick(&[0, 0x100, 0x1000, 0x10000, 16 << 20, 16 << 30, (1 << 62) - 0x1000, 1 << 62, u64::MAX - 0xfff]);
+    let start = pick(rng, &[0, 0xfd00_0000, 0x38_0000_0000, 1 << 63, u64::MAX - (1 << 20) + 1, u64::MAX - 0xfff]);
+    let len =
+        pick(rng, &[0, 0x100, 0x1000, 0x10000, 16 << 20, 16 << 30, (1 << 62) - 0x1000, 1 << 62, u64::MAX - 0xfff]);
     match rng.below(8) {
         0 => Bar::ABSENT,
         1 => Bar::io(start, len),
@@ -183,10 +188,10 @@ fn gen_bar(rng: &mut SplitMix64) -> Bar {
 }
 
 fn gen_device(rng: &mut SplitMix64) -> Device {
-    let page = rng.pick(&[PageSize::K4, PageSize::K4, PageSize::K16, PageSize::K64]);
+    let page = pick(rng, &[PageSize::K4, PageSize::K4, PageSize::K16, PageSize::K64]);
     let mut dev = Device::new(page);
     if rng.chance(1, 8) {
-        dev.kmalloc_max = rng.pick(&[0, 16, 4096, 65536]);
+        dev.kmalloc_max = pick(rng, &[0, 16, 4096, 65536]);
     }
     for i in 0..6 {
         dev.bars[i] = gen_bar(rng);
@@ -211,7 +216,7 @@ fn gen_range(rng: &mut SplitMix64, bar: &Bar, page: u64, edge_every: u64) -> Dma
 
 fn gen_request(rng: &mut SplitMix64, dev: &Device) -> Vec<u8> {
     let page = dev.page_size.bytes();
-    let region = if rng.chance(7, 8) { rng.below(6) as u32 } else { rng.pick(&[6, 7, 9, u32::MAX]) };
+    let region = if rng.chance(7, 8) { rng.below(6) as u32 } else { pick(rng, &[6, 7, 9, u32::MAX]) };
     let bar = dev.bars.get(region as usize).copied().unwrap_or(Bar::ABSENT);
     let written = match rng.below(16) {
         0 => 0,
@@ -221,7 +226,7 @@ fn gen_request(rng: &mut SplitMix64, dev: &Device) -> Vec<u8> {
         _ => 1 + rng.below(64) as usize,
     };
     // Some requests are all edges, many have an edge here and there.
-    let edge_every = rng.pick(&[4, 64, 1 << 20]);
+    let edge_every = pick(rng, &[4, 64, 1 << 20]);
     let mut ranges: Vec<DmaRange> = Vec::with_capacity(written);
     if written > 4096 {
         // Big arrays: valid ranges, with a few edge values at random places.
@@ -236,28 +241,31 @@ fn gen_request(rng: &mut SplitMix64, dev: &Device) -> Vec<u8> {
     let mut b = RequestBuilder::new().region_index(region).open_flags(rng.next_u64() as u32).ranges(ranges);
     if rng.chance(1, 10) {
         let n = written as u32;
-        b = b.nr_ranges(rng.pick(&[0, 1, 2, n.wrapping_sub(1), n + 1, 262_144, 262_145, u32::MAX]));
+        b = b.nr_ranges(pick(rng, &[0, 1, 2, n.wrapping_sub(1), n + 1, 262_144, 262_145, u32::MAX]));
     }
     if rng.chance(1, 10) {
-        b = b.flags(rng.pick(&[1, 0x8000_0000, u32::MAX]));
+        b = b.flags(pick(rng, &[1, 0x8000_0000, u32::MAX]));
     }
     if rng.chance(1, 10) {
-        b = b.argsz(rng.pick(&[0, 7, 8, 23, 24, 40, u32::MAX]));
+        b = b.argsz(pick(rng, &[0, 7, 8, 23, 24, 40, u32::MAX]));
     }
     if rng.chance(1, 10) {
-        let f = rng.pick(&[
-            VFIO_DEVICE_FEATURE_PROBE | GET,
-            VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_SET | GET,
-            VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_SET | 11,
-            VFIO_DEVICE_FEATURE_PROBE | 11,
-            VFIO_DEVICE_FEATURE_SET | 11,
-            VFIO_DEVICE_FEATURE_SET | GET,
-            11,
-            GET | 1 << 19,
-            GET | 0x8000_0000,
-            VFIO_DEVICE_FEATURE_GET | 10,
-            VFIO_DEVICE_FEATURE_GET | 0xffff,
-        ]);
+        let f = pick(
+            rng,
+            &[
+                VFIO_DEVICE_FEATURE_PROBE | GET,
+                VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_SET | GET,
+                VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_SET | 11,
+                VFIO_DEVICE_FEATURE_PROBE | 11,
+                VFIO_DEVICE_FEATURE_SET | 11,
+                VFIO_DEVICE_FEATURE_SET | GET,
+                11,
+                GET | 1 << 19,
+                GET | 0x8000_0000,
+                VFIO_DEVICE_FEATURE_GET | 10,
+                VFIO_DEVICE_FEATURE_GET | 0xffff,
+            ],
+        );
         b = b.feature_flags(f);
     }
     let mut bytes = b.encode().expect("generated requests encode");

@@ -13,8 +13,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
 pub use device::{load_device, parse_device};
 pub use num::{parse_hex, NUMBER_FORMS};
-pub use request::{readable_bytes, request, RequestLine, FIELDS};
-use validator::{Device, Outcome, Policy, Reject};
+pub use request::{RequestLine, FIELDS};
+use validator::{Device, Outcome, Policy, Reject, Stage};
 
 /// One verdict line of `nr-ranges check`, owned (it outlives the request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +70,8 @@ impl fmt::Display for Verdict {
 /// headers cannot be encoded (more than 2^32-1 ranges without explicit
 /// `nr_ranges`/`argsz`).
 pub fn check_line(line: RequestLine, device: &Device, policy: Policy) -> Result<Verdict, uapi::EncodeError> {
-    let readable_ranges = line.readable_ranges;
-    let builder = line.into_builder();
-    let req = request(&builder, readable_ranges)?;
-    Ok(validator::validate(&req, device, policy).into())
+    let owned = line.into_request()?;
+    Ok(validator::validate(&owned.request(), device, policy).into())
 }
 
 /// Appends `bytes` to `out` as lowercase hex.
@@ -164,7 +162,7 @@ pub fn run(mode: Mode<'_>, input: impl Read, output: impl Write, mut errors: imp
             Mode::Check { device, policy } => {
                 check_line(req, device, policy).map(Answer::Verdict).map_err(|e| e.to_string())
             }
-            Mode::Encode => req.into_builder().encode().map(Answer::Bytes).map_err(|e| e.to_string()),
+            Mode::Encode => req.into_request().map(|r| Answer::Bytes(r.written_bytes())).map_err(|e| e.to_string()),
         });
         match answer {
             Ok(Answer::Verdict(v)) => writeln!(output, "{v}")?,
@@ -224,6 +222,118 @@ pub fn check_names_table() -> String {
         );
     }
     t
+}
+
+/// The line that opens the generated part of the README's "What Linux 7.2
+/// checks, in order".
+pub const README_CHECKS_BEGIN: &str =
+    "<!-- generated from validator/src/reject.rs by `cargo run -p nr-ranges --example check-names-table -- --write` -->";
+/// The line that closes it.
+pub const README_CHECKS_END: &str = "<!-- end of generated check list -->";
+
+/// The check list of the README ("What Linux 7.2 checks, in order"), from
+/// the validator's check table: one numbered step per [`Stage`] that has
+/// Linux checks, each check as `summary: ERRNO`, then the Strict rules and
+/// where they run. Delimited by [`README_CHECKS_BEGIN`] and
+/// [`README_CHECKS_END`], both included.
+pub fn readme_checks_list() -> String {
+    let mut out = format!("{README_CHECKS_BEGIN}\n");
+    // The step number of each stage with Linux checks.
+    let mut steps: Vec<(Stage, usize)> = Vec::new();
+    for stage in Stage::ALL {
+        let checks: Vec<&Reject> = Reject::ALL.iter().filter(|r| r.stage() == stage && !r.is_strict_only()).collect();
+        if checks.is_empty() {
+            continue;
+        }
+        steps.push((stage, steps.len() + 1));
+        let clauses: Vec<String> = checks.iter().map(|r| format!("{}: {}", r.summary(), r.errno())).collect();
+        let mut text = format!("{}. {}: {}.", steps.len(), stage.title(), clauses.join("; "));
+        if !stage.note().is_empty() {
+            text.push(' ');
+            text.push_str(stage.note());
+        }
+        out.push_str(&wrap(&text, "   "));
+    }
+    out.push_str(&wrap(
+        &format!(
+            "{}. Success: a dma-buf whose size is the sum of the lengths. `open_flags` are not validated; \
+             overlapping and unordered ranges are accepted.",
+            steps.len() + 1
+        ),
+        "   ",
+    ));
+    let strict: Vec<&Reject> = Reject::ALL.iter().filter(|r| r.is_strict_only()).collect();
+    out.push_str(&wrap(
+        &format!(
+            "\n`Policy::Strict` adds {} rules, each documented with its rationale on `validator::Policy::Strict`; \
+             it makes every check above too, so it never accepts what Linux rejects:",
+            strict.len()
+        ),
+        "",
+    ));
+    for r in strict {
+        // The first Linux check after this rule in the table's order.
+        let next = Reject::ALL.iter().skip_while(|x| x.name() != r.name()).find(|x| !x.is_strict_only());
+        let place = match next.and_then(|n| steps.iter().find(|(s, _)| *s == n.stage()).map(|(s, i)| (*s, *i))) {
+            Some((s, i)) if s == r.stage() && r.range_index().is_some() => format!("in step {i}, first for each range"),
+            Some((s, i)) if s == r.stage() => format!("in step {i}, first"),
+            Some((_, i)) => format!("before step {i}"),
+            None => "last".to_owned(),
+        };
+        out.push_str(&wrap(&format!("- {}: {} ({place}).", r.summary(), r.errno()), "  "));
+    }
+    out.push_str(README_CHECKS_END);
+    out.push('\n');
+    out
+}
+
+/// `text` wrapped at 80 columns, continuation lines indented by `indent`,
+/// with a final newline; a leading newline is kept as an empty line.
+fn wrap(text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let text = match text.strip_prefix('\n') {
+        Some(rest) => {
+            out.push('\n');
+            rest
+        }
+        None => text,
+    };
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > 80 {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.to_owned();
+        } else if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+/// `doc` with its generated parts replaced by what the check table says
+/// now: the part of the README between [`README_CHECKS_BEGIN`] and
+/// [`README_CHECKS_END`], or the table of `docs/cli-formats.md` (from its
+/// header line to its last row). `None` if `doc` has no such part.
+pub fn regenerate(doc: &str) -> Option<String> {
+    if let (Some(begin), Some(end)) = (doc.find(README_CHECKS_BEGIN), doc.find(README_CHECKS_END)) {
+        let end = end + README_CHECKS_END.len() + usize::from(doc[end + README_CHECKS_END.len()..].starts_with('\n'));
+        return Some(format!("{}{}{}", doc.get(..begin)?, readme_checks_list(), doc.get(end..)?));
+    }
+    let table = check_names_table();
+    let header = table.lines().next()?;
+    let begin = doc.find(header)?;
+    let mut end = begin;
+    for line in doc.get(begin..)?.split_inclusive('\n') {
+        if !line.starts_with('|') {
+            break;
+        }
+        end += line.len();
+    }
+    Some(format!("{}{}{}", doc.get(..begin)?, table, doc.get(end..)?))
 }
 
 #[cfg(test)]
@@ -296,13 +406,49 @@ mod tests {
     }
 
     #[test]
+    fn readme_check_list_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        assert!(
+            readme.contains(&readme_checks_list()),
+            "README.md: the check list of \"What Linux 7.2 checks, in order\" is stale; regenerate it with \
+             `cargo run -p nr-ranges --example check-names-table -- --write`"
+        );
+        assert_eq!(regenerate(&readme).as_deref(), Some(readme.as_str()));
+    }
+
+    #[test]
+    fn readme_check_list_names_every_linux_check_and_strict_rule() {
+        // Wrapped at 80 columns: compare with the line breaks undone.
+        let list = readme_checks_list().split_whitespace().collect::<Vec<_>>().join(" ");
+        for r in Reject::ALL {
+            assert!(list.contains(&format!("{}: {}", r.summary(), r.errno())), "{} is not in the list", r.name());
+        }
+        // The summaries that quote a limit quote the one the validator uses.
+        let cap = validator::STRICT_MAX_NR_RANGES;
+        assert!(list.contains(&format!("above {},{:03}: E2BIG", cap / 1000, cap % 1000)), "{list}");
+        let kmalloc_ranges = validator::PageSize::K4.default_kmalloc_max() / 16;
+        assert!(list.contains(&format!("({},{:03} ranges): ENOMEM", kmalloc_ranges / 1000, kmalloc_ranges % 1000)));
+    }
+
+    #[test]
+    fn regenerate_replaces_only_the_generated_part() {
+        let stale = format!("intro\n{README_CHECKS_BEGIN}\nold\n{README_CHECKS_END}\nrest\n");
+        assert_eq!(regenerate(&stale), Some(format!("intro\n{}rest\n", readme_checks_list())));
+        let header = check_names_table().lines().next().unwrap().to_owned();
+        let stale = format!("intro\n\n{header}\n|---|\n| old |\n\nrest\n");
+        assert_eq!(regenerate(&stale), Some(format!("intro\n\n{}\nrest\n", check_names_table())));
+        assert_eq!(regenerate("nothing generated here"), None);
+    }
+
+    #[test]
     fn docs_check_table_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli-formats.md");
         let docs = std::fs::read_to_string(path).unwrap();
         assert!(
             docs.contains(&check_names_table()),
             "docs/cli-formats.md: the check names table is stale; regenerate it with \
-             `cargo run -p nr-ranges --example check-names-table`"
+             `cargo run -p nr-ranges --example check-names-table -- --write`"
         );
     }
 }

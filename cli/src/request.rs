@@ -1,11 +1,12 @@
 //! A request line: one JSON object describing a `VFIO_DEVICE_FEATURE(DMA_BUF)`
-//! argument, and how it becomes bytes ([`uapi::RequestBuilder`]) or a
-//! decoded [`uapi::Request`] for the validator.
+//! argument, and how it becomes a [`uapi::OwnedRequest`] (through
+//! [`uapi::RequestBuilder`]): its bytes, or the [`uapi::Request`] the
+//! validator decides.
 
 use core::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use uapi::{DmaRange, EncodeError, RangeList, Request, RequestBuilder, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE};
+use uapi::{DmaRange, EncodeError, OwnedRequest, RequestBuilder};
 
 use crate::num::{count_rest, Ctx, NumSeed};
 
@@ -42,8 +43,9 @@ impl RequestLine {
         serde_json::from_slice(line).map_err(|e| crate::json_error_message(&e))
     }
 
-    /// The encoder for the line's bytes: every field that is given overrides
-    /// the builder's default.
+    /// The builder of the line's request: every field that is given
+    /// overrides the builder's default (`readable_ranges` sets the readable
+    /// window, saturating: 2^64-1 means everything is readable).
     pub fn into_builder(self) -> RequestBuilder {
         let mut b = RequestBuilder::new().ranges(self.ranges);
         if let Some(v) = self.feature_flags {
@@ -64,31 +66,18 @@ impl RequestLine {
         if let Some(v) = self.nr_ranges {
             b = b.nr_ranges(v);
         }
+        if let Some(v) = self.readable_ranges {
+            b = b.readable_ranges(v);
+        }
         b
     }
-}
 
-/// `Request.readable` for `readable_ranges`: the 16-byte dma-buf header plus
-/// 16 bytes per range, saturating at 2^64-1 (which means "everything").
-pub fn readable_bytes(readable_ranges: u64) -> u64 {
-    (DMA_BUF_HEADER_SIZE as u64).saturating_add(readable_ranges.saturating_mul(DMA_RANGE_SIZE as u64))
-}
-
-/// The request the kernel meets for `builder`'s headers and written ranges
-/// when only `readable_ranges` ranges' worth of memory after the dma-buf
-/// header can be read (`None`: exactly the written ranges). Written ranges
-/// past the readable ones are not part of the request.
-pub fn request<'a>(builder: &'a RequestBuilder, readable_ranges: Option<u64>) -> Result<Request<'a>, EncodeError> {
-    let (feature, dma_buf) = builder.headers()?;
-    let written = builder.written_ranges();
-    let readable_ranges = readable_ranges.unwrap_or(written.len() as u64);
-    let n = usize::try_from(readable_ranges).map_or(written.len(), |r| r.min(written.len()));
-    Ok(Request {
-        feature,
-        dma_buf,
-        ranges: RangeList::from_ranges(&written[..n]),
-        readable: readable_bytes(readable_ranges),
-    })
+    /// The line's request: headers, written ranges and readable window.
+    /// Fails only where the headers cannot be encoded (more than 2^32-1
+    /// ranges without explicit `nr_ranges`/`argsz`).
+    pub fn into_request(self) -> Result<OwnedRequest, EncodeError> {
+        self.into_builder().build()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,28 +366,37 @@ mod tests {
             .flags(1)
             .nr_ranges(9)
             .range(0, 0x1000)
-            .range(0x2000, 0x1000);
+            .range(0x2000, 0x1000)
+            .readable_ranges(16);
         assert_eq!(line.into_builder(), want);
     }
 
     #[test]
     fn request_reflects_readable_ranges() {
-        let b = parse(r#"{"ranges":[[0,4096],[4096,4096],[8192,4096]]}"#).unwrap().into_builder();
-        let full = request(&b, None).unwrap();
+        let at = |readable_ranges: Option<u64>| {
+            let mut line = parse(r#"{"ranges":[[0,4096],[4096,4096],[8192,4096]]}"#).unwrap();
+            line.readable_ranges = readable_ranges;
+            line.into_request().unwrap()
+        };
+        let full = at(None);
+        let full = full.request();
         assert_eq!(full.ranges.len(), 3);
         assert_eq!(full.readable, 16 + 48);
         assert_eq!(full.feature.argsz, 8 + 16 + 48);
-        let short = request(&b, Some(1)).unwrap();
+        let short = at(Some(1));
+        let short = short.request();
         assert_eq!(short.ranges.len(), 1, "unreadable written ranges are not passed");
         assert_eq!(short.readable, 32);
         assert_eq!(short.dma_buf.nr_ranges, 3);
-        let long = request(&b, Some(5)).unwrap();
+        let long = at(Some(5));
+        let long = long.request();
         assert_eq!((long.ranges.len(), long.readable), (3, 16 + 80));
-        let all = request(&b, Some(u64::MAX)).unwrap();
+        let all = at(Some(u64::MAX));
+        let all = all.request();
         assert_eq!((all.ranges.len(), all.readable), (3, u64::MAX));
-        assert_eq!(readable_bytes(0), 16);
-        assert_eq!(readable_bytes(u64::MAX / 16 - 1), u64::MAX - 15);
-        assert_eq!(readable_bytes(u64::MAX / 16), u64::MAX, "saturates");
+        assert_eq!(at(Some(0)).readable, 16);
+        assert_eq!(at(Some(u64::MAX / 16 - 1)).readable, u64::MAX - 15);
+        assert_eq!(at(Some(u64::MAX / 16)).readable, u64::MAX, "saturates");
     }
 
     #[test]

@@ -1,15 +1,13 @@
 //! The semantics table, generated from the validator: every check of
 //! [`Reject::ALL`], in precedence order, with its errno, its kernel function
 //! and the policy that makes it. The descriptions are the variants' own doc
-//! comments, read from the validator's source at build time, so nothing in
-//! the table is copied by hand.
+//! comments, as the validator's check table gives them ([`Reject::doc`]), so
+//! nothing in the table is copied by hand.
 
 use std::collections::BTreeMap;
 
 use validator::Reject;
 
-/// The validator's `Reject` source, for the variants' doc comments.
-const REJECT_SRC: &str = include_str!("../../validator/src/reject.rs");
 /// The validator's crate source, for `Policy::Strict`'s rules.
 const VALIDATOR_SRC: &str = include_str!("../../validator/src/lib.rs");
 
@@ -32,33 +30,6 @@ pub struct Row {
     pub per_range: bool,
     /// The variant's doc comment, one line.
     pub description: String,
-}
-
-/// The doc comments of `pub enum Reject`'s variants, by variant name.
-pub fn variant_docs(src: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let Some(start) = src.find("pub enum Reject") else { return out };
-    let body = &src[start..];
-    let body = &body[..body.find("\n}\n").unwrap_or(body.len())];
-    let mut doc: Vec<&str> = Vec::new();
-    let mut depth = 0usize;
-    for line in body.lines().skip(1) {
-        let t = line.trim();
-        if depth == 0 {
-            if let Some(d) = t.strip_prefix("///") {
-                doc.push(d.trim());
-                continue;
-            }
-            let name: String = t.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if !name.is_empty() && !doc.is_empty() {
-                out.insert(name, doc.join(" "));
-            }
-            doc.clear();
-        }
-        depth += t.matches('{').count();
-        depth = depth.saturating_sub(t.matches('}').count());
-    }
-    out
 }
 
 /// The numbered rules of `Policy::Strict`'s doc comment: (title, text).
@@ -88,7 +59,6 @@ pub fn strict_rules(src: &str) -> Vec<(String, String)> {
 
 /// The table's rows, from `Reject::ALL`.
 pub fn rows() -> Vec<Row> {
-    let docs = variant_docs(REJECT_SRC);
     Reject::ALL
         .iter()
         .enumerate()
@@ -100,7 +70,7 @@ pub fn rows() -> Vec<Row> {
             function: r.kernel_function(),
             policy: if r.is_strict_only() { "Strict only" } else { "Linux + Strict" },
             per_range: r.range_index().is_some(),
-            description: docs.get(r.name()).cloned().unwrap_or_default(),
+            description: r.doc().to_owned(),
         })
         .collect()
 }
@@ -167,12 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn doc_parser_handles_struct_variants_and_pipes() {
-        let src = "pub enum Reject {\n    /// First\n    /// line.\n    A,\n    /// B's | doc.\n    B {\n        /// field doc\n        index: u32,\n    },\n    C,\n}\n";
-        let d = variant_docs(src);
-        assert_eq!(d.get("A").map(String::as_str), Some("First line."));
-        assert_eq!(d.get("B").map(String::as_str), Some("B's | doc."));
-        assert!(!d.contains_key("index") && !d.contains_key("C"));
+    fn markdown_has_one_line_per_check() {
         assert!(markdown(None).lines().count() == Reject::ALL.len() + 2);
     }
 

@@ -6,6 +6,17 @@
 //! The layout is pinned twice: by the `static_assertions` below, and by the
 //! `kernel_header` integration test, which compiles C against the real header
 //! of a Linux >= 6.19 and compares sizes, offsets and encoded bytes.
+//!
+//! The views decoding uses ([`DeviceFeatureDmaBuf::header`],
+//! [`DeviceFeatureDmaBuf::size_for_ranges`], the zerocopy reads) never panic,
+//! which the lints below hold them to.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "the decoder's views of the layout promise never to panic, whatever the bytes"
+)]
 
 use core::mem::{align_of, offset_of, size_of};
 
@@ -280,6 +291,13 @@ const_assert_eq!(offset_of!(RegionInfo, size), 16);
 const_assert_eq!(offset_of!(RegionInfo, offset), 24);
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "tests panic to fail"
+)]
 mod tests {
     use super::*;
 

@@ -5,6 +5,13 @@
 //! Decoding never panics and never allocates: every view borrows the input
 //! bytes, and the ranges are read with zerocopy one at a time, so the input
 //! need not be aligned.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "the decoder promises never to panic, whatever the bytes"
+)]
 
 use zerocopy::FromBytes;
 
@@ -27,8 +34,11 @@ impl<'a> RangeList<'a> {
     /// dropped.
     #[inline]
     pub fn from_bytes(bytes: &'a [u8]) -> Self {
-        let whole = bytes.len() - bytes.len() % DMA_RANGE_SIZE;
-        Self { bytes: &bytes[..whole] }
+        // The remainder is at most `bytes.len()`: no wrap, and the prefix
+        // exists (`get` only keeps the path panic-free).
+        let whole = bytes.len().wrapping_sub(bytes.len() % DMA_RANGE_SIZE);
+        // INVARIANT: `whole` is the largest multiple of 16 not above the length.
+        Self { bytes: bytes.get(..whole).unwrap_or_default() }
     }
 
     /// A list that borrows typed ranges.
@@ -69,7 +79,9 @@ impl<'a> RangeList<'a> {
     #[inline]
     pub fn prefix(&self, n: usize) -> RangeList<'a> {
         let end = n.saturating_mul(DMA_RANGE_SIZE).min(self.bytes.len());
-        RangeList { bytes: &self.bytes[..end] }
+        // INVARIANT: `end` is a multiple of 16 (`n * 16`, or the list's own
+        // length), and at most the length, so `get` always succeeds.
+        RangeList { bytes: self.bytes.get(..end).unwrap_or(self.bytes) }
     }
 
     /// The raw bytes of the list.
@@ -143,7 +155,8 @@ impl<'a> Request<'a> {
     /// A request whose header and written ranges are all readable and
     /// nothing beyond them.
     pub fn new(feature: FeatureHeader, dma_buf: DmaBufHeader, ranges: RangeList<'a>) -> Self {
-        let readable = (DMA_BUF_HEADER_SIZE + ranges.as_bytes().len()) as u64;
+        // A slice is at most isize::MAX bytes long: the sum cannot saturate.
+        let readable = (DMA_BUF_HEADER_SIZE as u64).saturating_add(ranges.as_bytes().len() as u64);
         Self { feature, dma_buf, ranges, readable }
     }
 
@@ -163,6 +176,13 @@ impl<'a> Request<'a> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "tests panic to fail"
+)]
 mod tests {
     use super::*;
     use crate::layout::DmaRange;

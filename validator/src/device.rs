@@ -121,8 +121,12 @@ impl Device {
     /// The same device with BAR `index` set; an index of 6 or more is
     /// ignored (there is no such BAR).
     pub const fn with_bar(mut self, index: usize, bar: Bar) -> Self {
-        if index < PCI_STD_NUM_BARS {
-            self.bars[index] = bar;
+        // `get_mut` is not const: split at `index` and take the first BAR
+        // after it (none when `index >= 6`).
+        if let Some((_, rest)) = self.bars.split_at_mut_checked(index) {
+            if let Some(slot) = rest.first_mut() {
+                *slot = bar;
+            }
         }
         self
     }

@@ -6,6 +6,13 @@
 //! ([`Reject`], carrying the kernel's errno). It is `no_std`, allocates
 //! nothing, and never panics.
 //!
+//! Each check is defined once, as a row of the table in `src/reject.rs`
+//! (variant, errno, policy, [`Stage`], kernel function, summary, doc), from
+//! which [`Reject`] and its accessors are generated; [`validate`] decides
+//! which check fails. Changing a check's errno or wording is one row there
+//! (plus the independent expectation in `tests/linux_table.rs`); the README's
+//! check list and `docs/cli-formats.md` are regenerated from it.
+//!
 //! Two policies:
 //! - [`Policy::Linux`] is Linux 7.2 exactly: the same checks, the same errno,
 //!   the same precedence. The check sequence follows
@@ -22,6 +29,19 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// "Never panics" is the validator's promise (the kernel lab and the fuzzers
+// feed it hostile input by the million): the compiler holds it to that.
+// Unit tests may panic, as tests do.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used,
+        clippy::panic,
+        reason = "the validator promises never to panic, whatever the request and the device"
+    )
+)]
 
 mod device;
 mod errno;
@@ -29,7 +49,7 @@ mod reject;
 
 pub use device::{Bar, BarKind, Device, PageSize};
 pub use errno::Errno;
-pub use reject::Reject;
+pub use reject::{Reject, Stage};
 
 use uapi::{
     DmaRange, RangeList, Request, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE, FEATURE_HEADER_SIZE,
@@ -209,7 +229,8 @@ fn validate_impl<'a>(req: &Request<'a>, dev: &Device, policy: Policy, fast_path:
     if !get {
         return Err(Reject::NoGetOrSet);
     }
-    let data_argsz = req.feature.argsz as u64 - FEATURE_HEADER_SIZE as u64;
+    // argsz >= 8 was checked first: the subtraction cannot wrap.
+    let data_argsz = u64::from(req.feature.argsz).wrapping_sub(FEATURE_HEADER_SIZE as u64);
     if data_argsz < DMA_BUF_HEADER_SIZE as u64 {
         return Err(Reject::ArgszBelowDmaBufHeader);
     }
@@ -225,8 +246,10 @@ fn validate_impl<'a>(req: &Request<'a>, dev: &Device, policy: Policy, fast_path:
     if hdr.flags != 0 {
         return Err(Reject::NonZeroFlags);
     }
-    // The range array's size: nr_ranges < 2^32, so this cannot overflow u64.
-    let array_bytes = hdr.nr_ranges as u64 * DMA_RANGE_SIZE as u64;
+    // The range array's size, and with the header before it: nr_ranges <
+    // 2^32, so both are below 2^37 and cannot wrap.
+    let array_bytes = u64::from(hdr.nr_ranges).wrapping_mul(DMA_RANGE_SIZE as u64);
+    let header_and_array = (DMA_BUF_HEADER_SIZE as u64).wrapping_add(array_bytes);
     if strict {
         let accmode = hdr.open_flags & O_ACCMODE;
         if hdr.open_flags & !(O_ACCMODE | O_CLOEXEC) != 0 || accmode == O_ACCMODE {
@@ -235,14 +258,17 @@ fn validate_impl<'a>(req: &Request<'a>, dev: &Device, policy: Policy, fast_path:
         if hdr.nr_ranges > STRICT_MAX_NR_RANGES {
             return Err(Reject::StrictTooManyRanges);
         }
-        if data_argsz < DMA_BUF_HEADER_SIZE as u64 + array_bytes {
+        if data_argsz < header_and_array {
             return Err(Reject::StrictArgszShort);
         }
     }
     if hdr.region_index >= VFIO_PCI_ROM_REGION_INDEX {
         return Err(Reject::RegionNotBar);
     }
-    let bar = dev.bars[hdr.region_index as usize];
+    // Regions 0..=5 are the six BARs, so the lookup cannot miss.
+    let Some(&bar) = dev.bars.get(hdr.region_index as usize) else {
+        return Err(Reject::RegionNotBar);
+    };
     if bar.is_absent() {
         return Err(Reject::BarAbsent);
     }
@@ -251,7 +277,7 @@ fn validate_impl<'a>(req: &Request<'a>, dev: &Device, policy: Policy, fast_path:
     if array_bytes > dev.kmalloc_max {
         return Err(Reject::RangeArrayTooLarge);
     }
-    if req.readable < DMA_BUF_HEADER_SIZE as u64 + array_bytes {
+    if req.readable < header_and_array {
         return Err(Reject::RangeArrayFault);
     }
 
@@ -262,7 +288,8 @@ fn validate_impl<'a>(req: &Request<'a>, dev: &Device, policy: Policy, fast_path:
     // and only remember the first failure of the second loop's.
     let nr = hdr.nr_ranges as usize;
     let written = req.ranges.prefix(nr);
-    let page_mask = dev.page_size.bytes() - 1;
+    // Page sizes are 4 KiB or more: no wrap.
+    let page_mask = dev.page_size.bytes().wrapping_sub(1);
     // Most requests pass every per-range check: one branch-free pass that the
     // compiler vectorises proves that, and only when it cannot do the exact
     // checks below run, to find which check fails first. (It also declines
@@ -346,11 +373,16 @@ const FAST_PATH_MIN_RANGES: usize = 8;
 #[inline]
 fn all_ranges_pass(ranges: RangeList<'_>, page_mask: u64, bar: &Bar) -> Option<u64> {
     const HIGH_BITS: u64 = 3 << 62;
-    let total_fits = (ranges.len() as u128) * u128::from(bar.len) <= u128::from(u64::MAX);
+    // Two factors below 2^64 multiply to below 2^128: no wrap.
+    let total_fits = (ranges.len() as u128).wrapping_mul(u128::from(bar.len)) <= u128::from(u64::MAX);
     if bar.len & HIGH_BITS != 0 || bar.start.checked_add(bar.len).is_none() || !total_fits {
         return None;
     }
     let (mut bits, mut neg, mut total) = (0u64, 0u64, 0u64);
+    // Wrapping on purpose, and branch-free: a wrapped `end`, `length - 1` or
+    // `bar.len - end` only happens for a range that fails, and `bits` or
+    // `neg` then says so (see the proof above); `total` is exact by the
+    // `total_fits` precondition.
     for r in ranges.iter() {
         let end = r.offset.wrapping_add(r.length);
         bits |= r.offset | r.length;
@@ -367,7 +399,8 @@ fn all_ranges_pass(ranges: RangeList<'_>, page_mask: u64, bar: &Bar) -> Option<u
 /// under Strict by the BAR-relative check.
 #[inline(always)]
 fn bound_check(r: &DmaRange, index: u32, bar: &Bar, max_addr: u64, strict: bool) -> Option<Reject> {
-    if strict && (r.offset > bar.len || r.length > bar.len - r.offset) {
+    // `offset <= bar.len` is tested first: the subtraction cannot wrap.
+    if strict && (r.offset > bar.len || r.length > bar.len.wrapping_sub(r.offset)) {
         return Some(Reject::StrictRangeOutsideBar { index });
     }
     let end = bar.start.checked_add(r.offset).and_then(|p| p.checked_add(r.length));

@@ -4,30 +4,13 @@
 //! 2^63 and ones whose end overflows, totals near 2^63 and 2^64, nr_ranges
 //! around the fast path's threshold and the kernel's copy limit.
 
+use rng::SplitMix64;
 use uapi::{DmaRange, RequestBuilder};
 use validator::{validate, validate_exact, Bar, Device, Outcome, PageSize, Policy, Verdict};
 
-/// SplitMix64: a tiny deterministic generator, so the cases are the same on
-/// every run.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-    fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
+/// One of `xs` (never empty here), drawn as the cases always were.
+fn pick<T: Copy>(rng: &mut SplitMix64, xs: &[T]) -> T {
+    rng.pick(xs).expect("a non-empty list")
 }
 
 /// A verdict reduced to what both paths must agree on, including which
@@ -46,19 +29,22 @@ const P62: u64 = 1 << 62;
 const P63: u64 = 1 << 63;
 
 fn gen(rng: &mut SplitMix64) -> (Device, Vec<u8>) {
-    let page = rng.pick(&[4096u64, 4096, 16384, 65536]);
-    let len = rng.pick(&[
-        16 << 20,
-        16 << 30,
-        (1 << 46) - 65536,
-        1 << 46,
-        P62 - 65536,
-        P62,
-        P62 + 65536,
-        P63 - 65536,
-        P63,
-        u64::MAX - 65535,
-    ]);
+    let page = pick(rng, &[4096u64, 4096, 16384, 65536]);
+    let len = pick(
+        rng,
+        &[
+            16 << 20,
+            16 << 30,
+            (1 << 46) - 65536,
+            1 << 46,
+            P62 - 65536,
+            P62,
+            P62 + 65536,
+            P63 - 65536,
+            P63,
+            u64::MAX - 65535,
+        ],
+    );
     let start = match rng.below(6) {
         0 => 0,
         1 => 0x38_0000_0000,
@@ -73,12 +59,12 @@ fn gen(rng: &mut SplitMix64) -> (Device, Vec<u8>) {
     let n: usize = match rng.below(400) {
         0 => 1 << 18,
         1 => (1 << 18) - 1,
-        2..=69 => rng.pick(&[7, 8, 9]),
+        2..=69 => pick(rng, &[7, 8, 9]),
         70..=79 => 4096,
         80..=159 => 2 + rng.below(6) as usize,
         _ => 1 + rng.below(64) as usize,
     };
-    let edge_every = rng.pick(&[1u64, 8, 64, 1 << 30]);
+    let edge_every = pick(rng, &[1u64, 8, 64, 1 << 30]);
     let mut ranges = Vec::with_capacity(n);
     for _ in 0..n {
         let pages = (len / page).max(1);
@@ -108,12 +94,12 @@ fn gen(rng: &mut SplitMix64) -> (Device, Vec<u8>) {
     }
     // Sometimes many maximal ranges: totals around 2^63 and 2^64.
     if rng.chance(1, 8) {
-        let k = rng.pick(&[1usize, 2, 3, 4, 5]).min(n);
+        let k = pick(rng, &[1usize, 2, 3, 4, 5]).min(n);
         for r in ranges.iter_mut().take(k) {
             *r = DmaRange::new(0, len & !(page - 1));
         }
     }
-    let open_flags = rng.pick(&[0u32, 2 | 0o2000000, 0o4000]);
+    let open_flags = pick(rng, &[0u32, 2 | 0o2000000, 0o4000]);
     let bytes = RequestBuilder::new().open_flags(open_flags).ranges(ranges).encode().unwrap();
     let bar = if kind == 0 { Bar::io(start, len) } else { Bar::mmio(start, len) };
     (Device::new(PageSize::from_bytes(page).expect("a supported page size")).with_bar(0, bar), bytes)
@@ -121,7 +107,7 @@ fn gen(rng: &mut SplitMix64) -> (Device, Vec<u8>) {
 
 #[test]
 fn fast_path_gives_the_exact_verdict() {
-    let mut rng = SplitMix64(42);
+    let mut rng = SplitMix64::new(42);
     let (mut exports, mut rejects) = (0, 0);
     for case in 0..100_000 {
         let (dev, bytes) = gen(&mut rng);
