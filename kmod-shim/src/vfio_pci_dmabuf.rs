@@ -8,7 +8,7 @@
 use std::fmt;
 
 use uapi::{DeviceFeatureDmaBufSingle, OwnedRequest, Request};
-use validator::{Device, Outcome, PhysVec, Reject};
+use validator::{Device, Outcome, PhysVec, Reject, Stage};
 
 use crate::dma_buf::{AttachError, DmaBuf};
 use crate::dma_buf_mapping::{dma_buf_phys_vec_to_sgt, DmaBufDma, MapCtx, MapError};
@@ -109,34 +109,6 @@ impl fmt::Display for ExportError {
 
 impl std::error::Error for ExportError {}
 
-/// Where in `vfio_pci_core_feature_dma_buf()` a rejection is made, in the
-/// kernel's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Stage {
-    /// Before `memdup_array_user()` allocates.
-    BeforeRangeCopy,
-    /// `validate_dmabuf_input()`, with the range copy held.
-    ValidateInput,
-    /// `get_dmabuf_phys()`, with the range copy, `priv` and `phys_vec` held.
-    GetDmabufPhys,
-}
-
-impl Stage {
-    fn of(r: &Reject) -> Self {
-        match r {
-            Reject::RangeZeroLength { .. }
-            | Reject::RangeUnaligned { .. }
-            | Reject::TotalLengthOverflow { .. }
-            | Reject::TotalLengthSwiotlbBit => Stage::ValidateInput,
-            Reject::BarNotMmio
-            | Reject::StrictRangeOutsideBar { .. }
-            | Reject::PhysAddrOverflow { .. }
-            | Reject::RangeBeyondBar { .. } => Stage::GetDmabufPhys,
-            _ => Stage::BeforeRangeCopy,
-        }
-    }
-}
-
 /// What an export's error labels find: the C's locals that decide what
 /// each label frees.
 #[derive(Debug, Clone, Copy)]
@@ -171,9 +143,11 @@ impl Shim {
             return Err(ExportError::DeviceNotOpen);
         }
         let verdict = validator::validate(req, &self.vdev.dev, self.cfg.policy);
-        let failed_at = |stage: Stage| verdict.as_ref().err().filter(|r| Stage::of(r) == stage).copied();
+        // Where the refusing check sits decides what is allocated when it
+        // refuses: the validator's stages are the kernel's order.
+        let failed_at = |at: fn(Stage) -> bool| verdict.as_ref().err().filter(|r| at(r.stage())).copied();
         let mut unwind = ExportUnwind { dma_ranges: false, released: false };
-        if let Some(r) = failed_at(Stage::BeforeRangeCopy) {
+        if let Some(r) = failed_at(|s| s <= Stage::RangeCopy) {
             return Err(ExportError::Rejected(r));
         }
         let export = match verdict {
@@ -187,7 +161,7 @@ impl Shim {
         }
         unwind.dma_ranges = true;
         // validate_dmabuf_input().
-        if let Some(r) = failed_at(Stage::ValidateInput) {
+        if let Some(r) = failed_at(|s| s == Stage::ValidateInput) {
             return Err(self.err_free_ranges(unwind, ExportError::Rejected(r)));
         }
         if !self.kmalloc(Alloc::Priv) {
@@ -199,7 +173,7 @@ impl Shim {
         // get_dmabuf_phys(): pcim_p2pdma_provider() and
         // vfio_pci_core_fill_phys_vec().
         let Some(e) = export else {
-            let r = failed_at(Stage::GetDmabufPhys).unwrap_or(Reject::BarNotMmio);
+            let r = failed_at(|s| s >= Stage::Provider).unwrap_or(Reject::BarNotMmio);
             return Err(self.err_free_phys(unwind, ExportError::Rejected(r)));
         };
         let provider = self
