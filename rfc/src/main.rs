@@ -371,7 +371,7 @@ fn strict_md(f: &report::Findings, lab: Option<&LabReport>) -> String {
         format!("The framebuffer experiment's largest `nr_ranges` is {maxnr} (8K, 4 KiB chunks, fragmented VRAM): {:.0} % of the 65,536 cap. Linux's limit (ENOMEM above `KMALLOC_MAX_SIZE`, 262,144 ranges with 4 KiB pages, measured) is 4x the cap and 33.5 million ranges with arm64 64 KiB pages.", 100.0 * maxnr as f64 / 65_536.0),
         format!("Measured on {kernel}: out-of-BAR ranges answered EOVERFLOW in {} lab requests and EINVAL in {}; which one depends on the BAR's physical address.", count("PhysAddrOverflow"), count("RangeBeyondBar")),
     ];
-    let mut s = String::from("Each rule as documented on `validator::Policy::Strict` (extracted from the source), with its evidence. Strict makes every Linux check first, so it never accepts what Linux rejects.\n\n| # | rule | rationale | evidence |\n|---|---|---|---|\n");
+    let mut s = String::from("Each rule as `validator::STRICT_RULES` defines it (the table that also generates `Policy::Strict`'s docs), with its evidence. Strict makes every Linux check first, so it never accepts what Linux rejects.\n\n| # | rule | rationale | evidence |\n|---|---|---|---|\n");
     for (i, (title, text)) in rules.iter().enumerate() {
         let ev = evidence.get(i).map(String::as_str).unwrap_or("");
         s.push_str(&format!(

@@ -79,38 +79,66 @@ pub const O_CLOEXEC: u32 = 0o2_000_000;
 /// Linux `O_NONBLOCK` (x86-64 and asm-generic).
 pub const O_NONBLOCK: u32 = 0o4_000;
 
-/// Which rules to apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Policy {
-    /// Linux 7.2 as it is.
-    #[default]
-    Linux,
-    /// Linux plus the checks nr-ranges proposes. Each rule, and why:
-    ///
-    /// 1. **argsz covers the ranges** ([`Reject::StrictArgszShort`]): Linux
-    ///    copies `nr_ranges` ranges whatever `argsz` says, so `argsz`, the
-    ///    one field VFIO defines for telling the kernel how large the
-    ///    argument is, is dead for this feature; a user who under-allocates
-    ///    gets whatever lies past their buffer read as ranges. Every other
-    ///    VFIO ioctl with a trailing array honours argsz.
-    /// 2. **open_flags are an access mode plus `O_CLOEXEC`**
-    ///    ([`Reject::StrictOpenFlags`]): Linux passes any 32-bit value to
-    ///    `dma_buf_fd()`/`dma_buf_export()` and silently drops what it does
-    ///    not understand (`0xffffffff` is accepted, measured), which freezes
-    ///    every bit against later use. `O_NONBLOCK` is refused too: a
-    ///    dma-buf has no read or write to block in, and fences are waited
-    ///    for with poll, which ignores it. The access mode 3 is not a mode.
-    /// 3. **an explicit cap on nr_ranges** ([`Reject::StrictTooManyRanges`],
-    ///    E2BIG above [`STRICT_MAX_NR_RANGES`]): Linux's limit is an
-    ///    allocator accident (ENOMEM above `KMALLOC_MAX_SIZE`), different per
-    ///    page size and indistinguishable from real memory pressure.
-    /// 4. **bounds relative to the BAR** ([`Reject::StrictRangeOutsideBar`]):
-    ///    Linux adds the offset to the BAR's physical address and answers
-    ///    EOVERFLOW or EINVAL depending on that address, so the errno of a
-    ///    bad range depends on, and reveals, where the BAR sits in physical
-    ///    memory. Checking `offset + length <= bar_len` (without overflow)
-    ///    gives EINVAL for every out-of-bounds range on every machine.
-    Strict,
+/// One rule the Strict policy adds to Linux's checks, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrictRule {
+    /// The check that makes it.
+    pub check: Reject,
+    /// What it requires, in a few words.
+    pub title: &'static str,
+    /// Its rationale (rustdoc markdown).
+    pub why: &'static str,
+}
+
+/// The Strict rules defined once: [`STRICT_RULES`] and [`Policy::Strict`]'s
+/// documentation are generated from the same rows, so the RFC (which reads
+/// the table) and the docs cannot drift.
+macro_rules! strict_rules {
+    ($( $n:literal $title:literal $why:literal => $check:expr ;)+) => {
+        /// The Strict policy's rules in order, each with its rationale.
+        pub const STRICT_RULES: [StrictRule; 0 $(+ strict_rules!(@one $n))+] = [
+            $( StrictRule { check: $check, title: $title, why: $why }, )+
+        ];
+
+        /// Which rules to apply.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        pub enum Policy {
+            /// Linux 7.2 as it is.
+            #[default]
+            Linux,
+            /// Linux plus the checks nr-ranges proposes. Each rule, and why:
+            ///
+            $( #[doc = concat!($n, ". **", $title, "** ", $why)] )+
+            Strict,
+        }
+    };
+    (@one $n:literal) => { 1 };
+}
+
+strict_rules! {
+    1 "argsz covers the ranges"
+        "([`Reject::StrictArgszShort`]): Linux copies `nr_ranges` ranges whatever `argsz` says, so `argsz`, \
+         the one field VFIO defines for telling the kernel how large the argument is, is dead for this feature; \
+         a user who under-allocates gets whatever lies past their buffer read as ranges. Every other VFIO ioctl \
+         with a trailing array honours argsz."
+        => Reject::StrictArgszShort;
+    2 "open_flags are an access mode plus `O_CLOEXEC`"
+        "([`Reject::StrictOpenFlags`]): Linux passes any 32-bit value to `dma_buf_fd()`/`dma_buf_export()` and \
+         silently drops what it does not understand (`0xffffffff` is accepted, measured), which freezes every bit \
+         against later use. `O_NONBLOCK` is refused too: a dma-buf has no read or write to block in, and fences \
+         are waited for with poll, which ignores it. The access mode 3 is not a mode."
+        => Reject::StrictOpenFlags;
+    3 "an explicit cap on nr_ranges"
+        "([`Reject::StrictTooManyRanges`], E2BIG above [`STRICT_MAX_NR_RANGES`]): Linux's limit is an allocator \
+         accident (ENOMEM above `KMALLOC_MAX_SIZE`), different per page size and indistinguishable from real \
+         memory pressure."
+        => Reject::StrictTooManyRanges;
+    4 "bounds relative to the BAR"
+        "([`Reject::StrictRangeOutsideBar`]): Linux adds the offset to the BAR's physical address and answers \
+         EOVERFLOW or EINVAL depending on that address, so the errno of a bad range depends on, and reveals, \
+         where the BAR sits in physical memory. Checking `offset + length <= bar_len` (without overflow) gives \
+         EINVAL for every out-of-bounds range on every machine."
+        => Reject::StrictRangeOutsideBar { index: 0 };
 }
 
 /// `struct dma_buf_phys_vec { phys_addr_t paddr; size_t len; }`: one
