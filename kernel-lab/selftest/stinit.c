@@ -58,6 +58,7 @@ int main(void)
 	mount("proc", "/proc", "proc", 0, NULL);
 	mount("sysfs", "/sys", "sysfs", 0, NULL);
 	mount("tmpfs", "/tmp", "tmpfs", 0, NULL);
+	mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL);
 	rd("/proc/cmdline", cmdline, sizeof(cmdline));
 	uname(&u);
 	printf("STINIT: release %s\n", u.release);
