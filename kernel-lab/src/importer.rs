@@ -237,17 +237,17 @@ pub enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     /// Name (`--topology`).
-    pub name: &'static str,
+    pub name: String,
     /// What it exercises.
-    pub about: &'static str,
+    pub about: String,
     /// `-cpu`.
-    pub cpu: &'static str,
+    pub cpu: String,
     /// Extra kernel command line.
-    pub cmdline: &'static str,
+    pub cmdline: String,
     /// Device placement.
     pub placement: Placement,
     /// ivshmem's BAR2 size (the backing file's size).
-    pub ivshmem_size: &'static str,
+    pub ivshmem_size: String,
     /// Disable ACS on the root port (`pci=disable_acs_redir=`)?
     pub acs_off: bool,
     /// The predicted path.
@@ -256,16 +256,17 @@ pub struct Topology {
 
 /// Every topology, in matrix order.
 pub fn topologies() -> Vec<Topology> {
-    let t = |name, about, cpu, cmdline, placement, ivshmem_size, acs_off, expect| Topology {
-        name,
-        about,
-        cpu,
-        cmdline,
-        placement,
-        ivshmem_size,
-        acs_off,
-        expect,
-    };
+    let t =
+        |name: &str, about: &str, cpu: &str, cmdline: &str, placement, ivshmem_size: &str, acs_off, expect| Topology {
+            name: name.into(),
+            about: about.into(),
+            cpu: cpu.into(),
+            cmdline: cmdline.into(),
+            placement,
+            ivshmem_size: ivshmem_size.into(),
+            acs_off,
+            expect,
+        };
     use Expect::*;
     use Placement::*;
     vec![

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kmod_shim::{Config, DmaOps, Fidelity, ImporterDesc, IommuModel, P2pMapType, Shim};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::host::{debian_mirror, progress, run_bounded, Kernel, LabError};
+use crate::debian::{debian_mirror, Kernel};
+use crate::host::{progress, run_bounded, LabError};
 use crate::importer::{read_plan, Expect, ImporterReport, Placement, RevStep, Topology, MODULE_FILE};
-use crate::OUTPUT_PORT_NAME;
+use crate::qemu::Qemu;
 
 /// The fixture's source, built into the lab so that the cache key is the
 /// source itself.
@@ -90,7 +91,7 @@ pub fn ensure_chroot(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
     ensure_debootstrap(&base)?;
     let stage = base.join(format!(".staging.chroot.{}", std::process::id()));
     let _ = fs::remove_dir_all(&stage);
-    let mirror = debian_mirror();
+    let mirror = debian_mirror()?;
     let (suite, extra) = chroot_suites(&kernel.pkg.suite);
     progress(format!("debootstrap --variant=minbase {suite} (build chroot for {}; about a minute)", kernel.pkg.abi));
     let mut c = Command::new("debootstrap");
@@ -168,23 +169,18 @@ pub fn ensure_module(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
 /// The root port address used by the switch and multifunction placements.
 pub const ROOT_PORT_BDF: &str = "0000:00:03.0";
 
-/// The QEMU command line for `topo`.
-pub fn qemu_command(
-    topo: &Topology,
-    vmlinuz: &Path,
-    initramfs: &Path,
-    run_dir: &Path,
-    shapes: Option<&[String]>,
-) -> Command {
-    let mut append = format!(
-        "console=ttyS0 panic=-1 quiet loglevel=4 {} nrlab.mode=importer nrlab.topology={}",
-        topo.cmdline, topo.name
-    );
+/// The lab machine for `topo`: its CPU, kernel command line, ivshmem size
+/// and the two devices placed as the topology says.
+pub fn machine(topo: &Topology, vmlinuz: &Path, initramfs: &Path, run_dir: &Path, shapes: Option<&[String]>) -> Qemu {
+    let mut q = Qemu::new(vmlinuz, initramfs, run_dir)
+        .cpu(&topo.cpu)
+        .append(&format!("{} nrlab.mode=importer nrlab.topology={}", topo.cmdline, topo.name))
+        .ivshmem_size(&topo.ivshmem_size);
     if topo.acs_off {
-        append.push_str(&format!(" pci=disable_acs_redir={ROOT_PORT_BDF}"));
+        q = q.append(&format!("pci=disable_acs_redir={ROOT_PORT_BDF}"));
     }
     if let Some(s) = shapes {
-        append.push_str(&format!(" nrlab.shapes={}", s.join(",")));
+        q = q.append(&format!("nrlab.shapes={}", s.join(",")));
     }
     let ivs = "ivshmem-plain,memdev=hostmem";
     let edu = "edu,dma_mask=0xffffffffffffffff";
@@ -203,31 +199,7 @@ pub fn qemu_command(
             vec![rp.into(), format!("{ivs},bus=rp1,addr=0.0,multifunction=on"), format!("{edu},bus=rp1,addr=0.1")]
         }
     };
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-machine", "q35", "-cpu", topo.cpu, "-smp", "1", "-m", "1G"])
-        .args(["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", run_dir.join("console.log").display()))
-        .arg("-kernel")
-        .arg(vmlinuz)
-        .arg("-initrd")
-        .arg(initramfs)
-        .args(["-append", &append])
-        .args(["-device", "intel-iommu"])
-        .arg("-object")
-        .arg(format!(
-            "memory-backend-file,size={},share=on,mem-path={},id=hostmem",
-            topo.ivshmem_size,
-            run_dir.join("ivshmem").display()
-        ));
-    for d in devs {
-        c.arg("-device").arg(d);
-    }
-    c.args(["-device", "virtio-serial-pci"])
-        .arg("-chardev")
-        .arg(format!("file,id=vout,path={}", run_dir.join("guest.out").display()))
-        .args(["-device", &format!("virtserialport,chardev=vout,name={OUTPUT_PORT_NAME}")]);
-    c
+    devs.into_iter().fold(q, Qemu::device)
 }
 
 /// Whether the console shows a kernel oops before the guest agent ran.
@@ -241,7 +213,7 @@ pub fn early_oops(run_dir: &Path) -> bool {
 // kmod-shim's prediction and the comparison.
 
 /// One compared field.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// Shape or revocation step.
     pub what: String,
@@ -254,7 +226,7 @@ pub struct Check {
     /// Equal?
     pub agree: bool,
     /// For a disagreement already settled in FINDINGS.md: its id and gist.
-    pub explained: Option<&'static str>,
+    pub explained: Option<String>,
 }
 
 /// The FINDINGS.md entry that explains a disagreement, if any. Only the
@@ -275,7 +247,7 @@ fn errno_str(e: Option<i32>) -> String {
     match e {
         None => "-".into(),
         Some(0) => "0".into(),
-        Some(e) => crate::proto::errno_name(-e),
+        Some(e) => crate::proto::KernelErrno(-e).to_string(),
     }
 }
 
@@ -329,11 +301,10 @@ fn shim_for(rep: &ImporterReport) -> Option<Shim> {
 }
 
 fn export_req(ranges: &[(u64, u64)]) -> Vec<u8> {
-    let mut b = uapi::RequestBuilder::new().region_index(2).open_flags(crate::gen::O_RDWR_CLOEXEC);
-    for &(o, l) in ranges {
-        b = b.range(o, l);
-    }
-    b.encode().unwrap_or_default()
+    let ranges: Vec<uapi::DmaRange> = ranges.iter().map(|&(o, l)| uapi::DmaRange::new(o, l)).collect();
+    uapi::OwnedRequest::well_formed(2, crate::gen::O_RDWR_CLOEXEC, &ranges)
+        .map(|r| r.written_bytes())
+        .unwrap_or_default()
 }
 
 /// kmod-shim's prediction for `ranges` on this topology.
@@ -347,7 +318,7 @@ pub fn predict_shape(rep: &ImporterReport, expect: Expect, ranges: &[(u64, u64)]
     let buf = match s.export(&req) {
         Ok(b) => b,
         Err(e) => {
-            p.export = crate::proto::errno_name(e.errno().code());
+            p.export = e.errno().to_string();
             return p;
         }
     };
@@ -428,7 +399,7 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
         add(&format!("revocation: {}", k.step), "old address", format!("{kr:?}"), format!("{sr:?}"));
     }
     for c in out.iter_mut().filter(|c| !c.agree) {
-        c.explained = explain(topo, c);
+        c.explained = explain(topo, c).map(str::to_string);
     }
     out
 }
@@ -511,12 +482,13 @@ mod tests {
     #[test]
     fn topologies_have_unique_names_and_commands() {
         let t = topologies();
-        let mut names: Vec<_> = t.iter().map(|t| t.name).collect();
+        let mut names: Vec<_> = t.iter().map(|t| t.name.as_str()).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), t.len());
         let sw = t.iter().find(|t| t.placement == Placement::Switch).unwrap();
-        let args: Vec<String> = qemu_command(sw, Path::new("/k"), Path::new("/i"), Path::new("/r"), None)
+        let args: Vec<String> = machine(sw, Path::new("/k"), Path::new("/i"), Path::new("/r"), None)
+            .command()
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -536,7 +508,7 @@ mod tests {
         // Fidelity::Kernel: the second range collides with the first, and
         // VT-d (QEMU's intel-iommu) answers EADDRINUSE (FINDINGS F1).
         let p = predict_shape(&rep, Expect::IovaPath, &sh[1].ranges);
-        assert_eq!(p.map_err, Some(-98));
+        assert_eq!(p.map_err, Some(-validator::Errno::EADDRINUSE.code()));
         let p = predict_shape(&rep, Expect::BusAddr, &sh[1].ranges);
         assert_eq!(p.entries, vec![(0x80_0001_0000, 0x2000), (0x80_0020_0000, 0x3000)]);
         assert!(p.reads_ok.iter().all(|&x| x));

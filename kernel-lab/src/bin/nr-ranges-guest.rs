@@ -268,22 +268,17 @@ const PCI_COMMAND: u64 = 0x04;
 const PCI_COMMAND_MEMORY: u16 = 0x2;
 
 fn errno_text(e: Errno) -> String {
-    kernel_lab::proto::errno_name(e as i32)
+    kernel_lab::proto::KernelErrno(e as i32).to_string()
 }
 
 fn get_dmabuf(dev: &Device, region: u32, open_flags: u32, len: u64) -> Result<OwnedFd, String> {
-    let case = Case {
-        feature_flags: uapi::VFIO_DEVICE_FEATURE_GET | uapi::VFIO_DEVICE_FEATURE_DMA_BUF,
-        argsz: 8 + 16 + 16,
-        region_index: region,
-        open_flags,
-        nr_ranges: 1,
-        ranges: vec![uapi::DmaRange::new(0, len)],
-        readable_ranges: 1,
-        ..Default::default()
-    };
-    let mut buf = Vec::new();
-    case.encode_into(&mut buf);
+    export(dev, region, open_flags, &[uapi::DmaRange::new(0, len)])
+}
+
+/// A well-formed GET of `ranges` of `region`: the new dma-buf, or why not.
+fn export(dev: &Device, region: u32, open_flags: u32, ranges: &[uapi::DmaRange]) -> Result<OwnedFd, String> {
+    let req = uapi::OwnedRequest::well_formed(region, open_flags, ranges).map_err(|e| e.to_string())?;
+    let mut buf = req.encode().map_err(|e| e.to_string())?;
     match dev.feature(&mut buf) {
         Ok(FeatureReply::DmaBuf(fd)) => Ok(fd),
         Ok(FeatureReply::Done) => Err("ok without fd".into()),
@@ -615,17 +610,8 @@ mod importer_mode {
     }
 
     fn get_ranges(dev: &Device, region: u32, ranges: &[(u64, u64)]) -> Result<OwnedFd, String> {
-        let mut b = uapi::RequestBuilder::new().region_index(region).open_flags(O_RDWR_CLOEXEC);
-        for &(o, l) in ranges {
-            b = b.range(o, l);
-        }
-        let mut buf = b.encode().map_err(|e| e.to_string())?;
-        match dev.feature(&mut buf) {
-            Ok(FeatureReply::DmaBuf(fd)) => Ok(fd),
-            Ok(FeatureReply::Done) => Err("ok without fd".into()),
-            Err(IoctlError::Kernel(e)) => Err(errno_text(e)),
-            Err(e) => Err(e.to_string()),
-        }
+        let ranges: Vec<uapi::DmaRange> = ranges.iter().map(|&(o, l)| uapi::DmaRange::new(o, l)).collect();
+        super::export(dev, region, O_RDWR_CLOEXEC, &ranges)
     }
 
     /// Writes the pattern over every chunk edu may read, through the vfio
@@ -648,7 +634,7 @@ mod importer_mode {
     fn dma_result(fx: &Fixture, addr: u64, len: u32, bar_off: u64) -> String {
         match fx.read(addr, len) {
             Ok(io) if io.err == 0 => classify(&io.data, bar_off),
-            Ok(io) => format!("edu DMA: {}", kernel_lab::proto::errno_name(-io.err)),
+            Ok(io) => format!("edu DMA: {}", kernel_lab::proto::KernelErrno(-io.err)),
             Err(e) => e,
         }
     }
@@ -839,7 +825,7 @@ mod importer_mode {
         io.fd = fd.as_raw_fd();
         match fx.call(&io) {
             Ok(a) if a.err == 0 => {}
-            Ok(a) => return out.push(RevStep::note("attach", kernel_lab::proto::errno_name(-a.err))),
+            Ok(a) => return out.push(RevStep::note("attach", kernel_lab::proto::KernelErrno(-a.err).to_string())),
             Err(e) => return out.push(RevStep::note("attach", e)),
         }
         let map_keep = || -> (i32, Option<u64>) {
