@@ -1,7 +1,6 @@
 //! The real kernel's facts: the kernel lab run as a subprocess, its JSON
 //! report kept as evidence, and turned into tables.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

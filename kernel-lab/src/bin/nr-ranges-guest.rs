@@ -105,7 +105,8 @@ fn run(report: &mut GuestReport, results: &mut Vec<u8>) -> GResult<()> {
     let scenarios = cmdline_u64(&cmdline, "scenarios", 1)? != 0;
 
     load_modules()?;
-    let (container, mut opened) = open_devices()?;
+    // The container lives to the end: the groups and devices hang off it.
+    let (_container, mut opened) = open_devices()?;
     report.devices = opened.iter().map(|o| o.info.clone()).collect();
     report.seed = seed;
     report.setup_ns = uptime_ns();
@@ -131,7 +132,7 @@ fn run(report: &mut GuestReport, results: &mut Vec<u8>) -> GResult<()> {
     );
 
     if scenarios {
-        run_scenarios(&container, &mut opened, &mut report.facts);
+        run_scenarios(&mut opened, &mut report.facts);
     }
     Ok(())
 }
@@ -333,7 +334,7 @@ fn set_memory(dev: &Device, cfg_off: u64, enable: bool) -> Result<u16, String> {
     Ok(u16::from_le_bytes(cmd))
 }
 
-fn run_scenarios(_container: &Container, opened: &mut [Opened], facts: &mut Vec<Fact>) {
+fn run_scenarios(opened: &mut [Opened], facts: &mut Vec<Fact>) {
     // The largest memory BAR of the lab: ivshmem's BAR2.
     let Some((di, bar)) = opened
         .iter()
