@@ -189,7 +189,7 @@ fn in_path(tool: &str) -> bool {
 }
 
 /// Makes sure QEMU and xz exist, installing bookworm's packages when
-/// missing (the initramfs is written by [`write_cpio`], and the guest is
+/// missing (the initramfs is written by [`crate::initramfs::write_cpio`], and the guest is
 /// its own /init, so neither cpio nor busybox is needed).
 pub fn ensure_host_tools(work: &Path) -> Result<(), LabError> {
     let needed: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("xz", "xz-utils")];

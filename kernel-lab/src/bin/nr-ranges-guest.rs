@@ -235,12 +235,7 @@ fn open_devices() -> GResult<(Container, Vec<Opened>)> {
     let mut opened = Vec::new();
     for (name, bdf) in found {
         let d = format!("/sys/bus/pci/devices/{bdf}");
-        // Bind to vfio-pci: driver_override, then reprobe.
-        if fs::metadata(format!("{d}/driver")).is_ok() {
-            let _ = fs::write(format!("{d}/driver/unbind"), &bdf);
-        }
-        fs::write(format!("{d}/driver_override"), "vfio-pci").map_err(|e| format!("{bdf} driver_override: {e}"))?;
-        fs::write("/sys/bus/pci/drivers_probe", &bdf).map_err(|e| format!("{bdf} drivers_probe: {e}"))?;
+        bind_vfio_pci(&bdf)?;
         let group_link = fs::read_link(format!("{d}/iommu_group"))
             .map_err(|e| format!("{bdf} has no iommu_group ({e}): is intel_iommu=on and -device intel-iommu set?"))?;
         let group: u32 = group_link
@@ -249,16 +244,63 @@ fn open_devices() -> GResult<(Container, Vec<Opened>)> {
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| format!("{bdf}: odd iommu_group link {}", group_link.display()))?;
         let bars = parse_resource(&sysfs(&format!("{d}/resource"))?).map_err(|e| format!("{bdf}: {e}"))?;
-        let g = Group::open(group).map_err(|e| format!("open /dev/vfio/{group} for {bdf}: {e}"))?;
-        g.set_container(&container).map_err(|e| format!("VFIO_GROUP_SET_CONTAINER {bdf}: {e}"))?;
-        if opened.is_empty() {
-            container.set_iommu(VFIO_TYPE1V2_IOMMU).map_err(|e| format!("VFIO_SET_IOMMU type1v2: {e}"))?;
-        }
-        let dev = g.device(&bdf).map_err(|e| format!("VFIO_GROUP_GET_DEVICE_FD {bdf}: {e}"))?;
+        let (g, dev) = open_vfio_device(&container, &bdf, group, opened.is_empty()).map_err(|e| e.describe(&bdf))?;
         let info = DeviceInfo { name, bdf, group, page_size, bars };
         opened.push(Opened { info, group: g, device: Some(dev) });
     }
     Ok((container, opened))
+}
+
+/// Binds `bdf` to vfio-pci: away from its driver, `driver_override`, reprobe.
+fn bind_vfio_pci(bdf: &str) -> GResult<()> {
+    let d = format!("/sys/bus/pci/devices/{bdf}");
+    if fs::metadata(format!("{d}/driver")).is_ok() {
+        let _ = fs::write(format!("{d}/driver/unbind"), bdf);
+    }
+    fs::write(format!("{d}/driver_override"), "vfio-pci").map_err(|e| format!("{bdf} driver_override: {e}"))?;
+    fs::write("/sys/bus/pci/drivers_probe", bdf).map_err(|e| format!("{bdf} drivers_probe: {e}"))
+}
+
+/// Which step of [`open_vfio_device`] failed.
+enum VfioOpenError {
+    /// `open("/dev/vfio/<group>")`.
+    Group(u32, std::io::Error),
+    /// `VFIO_GROUP_SET_CONTAINER`: the group is not viable (a device of it
+    /// is bound to another driver) or the container refuses it.
+    SetContainer(Errno),
+    /// `VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU)`.
+    SetIommu(Errno),
+    /// `VFIO_GROUP_GET_DEVICE_FD`.
+    DeviceFd(Errno),
+}
+
+impl VfioOpenError {
+    fn describe(&self, bdf: &str) -> String {
+        match self {
+            VfioOpenError::Group(g, e) => format!("open /dev/vfio/{g} for {bdf}: {e}"),
+            VfioOpenError::SetContainer(e) => format!("VFIO_GROUP_SET_CONTAINER for {bdf}: {e}"),
+            VfioOpenError::SetIommu(e) => format!("VFIO_SET_IOMMU type1v2: {e}"),
+            VfioOpenError::DeviceFd(e) => format!("VFIO_GROUP_GET_DEVICE_FD {bdf}: {e}"),
+        }
+    }
+}
+
+/// The classic VFIO open of a device bound to vfio-pci, for both modes: its
+/// group into `container` (type1v2 is set with the `first` group), then
+/// the device fd.
+fn open_vfio_device(
+    container: &Container,
+    bdf: &str,
+    group: u32,
+    first: bool,
+) -> Result<(Group, Device), VfioOpenError> {
+    let g = Group::open(group).map_err(|e| VfioOpenError::Group(group, e))?;
+    g.set_container(container).map_err(VfioOpenError::SetContainer)?;
+    if first {
+        container.set_iommu(VFIO_TYPE1V2_IOMMU).map_err(VfioOpenError::SetIommu)?;
+    }
+    let dev = g.device(bdf).map_err(VfioOpenError::DeviceFd)?;
+    Ok((g, dev))
 }
 
 // ---------------------------------------------------------------------------
@@ -702,8 +744,7 @@ mod importer_mode {
         rep.edu_bdf = edu.clone();
         // ivshmem to vfio-pci; edu stays out of vfio.
         let d = format!("/sys/bus/pci/devices/{ivs}");
-        fs::write(format!("{d}/driver_override"), "vfio-pci").map_err(|e| format!("{ivs} driver_override: {e}"))?;
-        fs::write("/sys/bus/pci/drivers_probe", &ivs).map_err(|e| format!("{ivs} drivers_probe: {e}"))?;
+        bind_vfio_pci(&ivs)?;
         for b in [&ivs, &edu] {
             rep.groups.push((b.to_string(), group_of(b).map(|g| g.1).unwrap_or_else(|| "no iommu group".into())));
         }
@@ -732,12 +773,12 @@ mod importer_mode {
 
         let (g, _) = group_of(&ivs).ok_or_else(|| format!("{ivs} has no iommu group"))?;
         let container = Container::open().map_err(|e| format!("open /dev/vfio/vfio: {e}"))?;
-        let group = Group::open(g).map_err(|e| format!("open /dev/vfio/{g}: {e}"))?;
-        group
-            .set_container(&container)
-            .map_err(|e| format!("VFIO_GROUP_SET_CONTAINER for {ivs}: {e} (group {g} not viable: edu shares it?)"))?;
-        container.set_iommu(VFIO_TYPE1V2_IOMMU).map_err(|e| format!("VFIO_SET_IOMMU: {e}"))?;
-        let mut dev = Some(group.device(&ivs).map_err(|e| format!("VFIO_GROUP_GET_DEVICE_FD {ivs}: {e}"))?);
+        let (group, dev) = open_vfio_device(&container, &ivs, g, true).map_err(|e| match e {
+            // The multifunction topologies' finding (FINDINGS F5).
+            VfioOpenError::SetContainer(_) => format!("{} (group {g} not viable: edu shares it?)", e.describe(&ivs)),
+            _ => e.describe(&ivs),
+        })?;
+        let mut dev = Some(dev);
         let bars = parse_resource(&sysfs(&format!("{d}/resource"))?).map_err(|e| format!("{ivs}: {e}"))?;
         let page_size = 4096;
         rep.ivshmem = Some(DeviceInfo { name: "ivshmem-plain".into(), bdf: ivs.clone(), group: g, page_size, bars });
