@@ -138,7 +138,7 @@ pub struct PrivateApt {
 
 /// The Debian mirror: `NR_RANGES_DEBIAN_MIRROR` if set, else the first
 /// Debian archive in the machine's apt sources (`/etc/apt/sources.list`
-/// and `sources.list.d/*`), so that whatever local mirror or proxy the
+/// and `sources.list.d/*.{list,sources}`), so that whatever local mirror or proxy the
 /// machine uses is the one asked. No host name is built in.
 pub fn debian_mirror() -> Result<String, LabError> {
     if let Ok(m) = std::env::var("NR_RANGES_DEBIAN_MIRROR") {
@@ -148,17 +148,20 @@ pub fn debian_mirror() -> Result<String, LabError> {
     }
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
-        let mut parts: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        // What apt itself reads there: `*.list` and `*.sources`.
+        let mut parts: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "list" || x == "sources"))
+            .collect();
         parts.sort();
         files.extend(parts);
     }
-    files.iter().filter_map(|f| fs::read_to_string(f).ok()).find_map(|text| mirror_in_sources(&text)).ok_or_else(|| {
-        LabError::Registry(
-            "no Debian archive (a URI ending in /debian) in /etc/apt/sources.list or \
-                 /etc/apt/sources.list.d; set NR_RANGES_DEBIAN_MIRROR to a Debian mirror's URL"
-                .into(),
-        )
-    })
+    files
+        .iter()
+        .filter_map(|f| fs::read_to_string(f).ok())
+        .find_map(|text| mirror_in_sources(&text))
+        .ok_or(LabError::NoMirror)
 }
 
 /// The first Debian archive URI (ending in `/debian`) of an apt sources

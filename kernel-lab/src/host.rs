@@ -42,6 +42,9 @@ pub enum LabError {
     },
     /// The Debian mirror could not be reached or had no index.
     Registry(String),
+    /// Neither `NR_RANGES_DEBIAN_MIRROR` nor the machine's apt sources name
+    /// a Debian archive.
+    NoMirror,
     /// No kernel package >= 6.19 in the suites.
     NoKernel(String),
     /// The extracted packages lack something the lab needs.
@@ -83,6 +86,11 @@ impl fmt::Display for LabError {
                 f,
                 "the Debian mirror is not reachable: {m}; check network access to the mirror, or set \
                  NR_RANGES_DEBIAN_MIRROR to a reachable Debian mirror"
+            ),
+            LabError::NoMirror => write!(
+                f,
+                "no Debian archive (a URI ending in /debian) in /etc/apt/sources.list or /etc/apt/sources.list.d; \
+                 set NR_RANGES_DEBIAN_MIRROR to a Debian mirror's URL"
             ),
             LabError::NoKernel(m) => write!(f, "no usable kernel package: {m}"),
             LabError::BadPackage(m) => {
