@@ -17,6 +17,8 @@ use crate::qemu::Qemu;
 /// The fixture's source, built into the lab so that the cache key is the
 /// source itself.
 pub const SOURCE: &str = include_str!("../importer/nrlab_importer.c");
+/// Its ABI header (mirrored by `crate::importer_abi`).
+pub const HEADER: &str = include_str!("../importer/nrlab_importer.h");
 /// Its Kbuild file.
 pub const KBUILD: &str = include_str!("../importer/Kbuild");
 const CHROOT_MARKER: &str = ".nr-ranges-chroot";
@@ -25,10 +27,11 @@ fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabErr
     move |e| LabError::Io(format!("{what}: {e}"))
 }
 
-/// FNV-1a, 64 bits: the module cache key (source + Kbuild).
+/// FNV-1a, 64 bits: the module cache key (source + Kbuild, then the
+/// header).
 pub fn source_hash() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in SOURCE.bytes().chain(KBUILD.bytes()) {
+    for b in SOURCE.bytes().chain(KBUILD.bytes()).chain(HEADER.bytes()) {
         h ^= b as u64;
         h = h.wrapping_mul(0x100_0000_01b3);
     }
@@ -142,6 +145,7 @@ pub fn ensure_module(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
     fs::create_dir_all(&build).map_err(io_err("create the module build directory"))?;
     fs::write(build.join("nrlab_importer.c"), SOURCE).map_err(io_err("write the module source"))?;
     fs::write(build.join("Kbuild"), KBUILD).map_err(io_err("write Kbuild"))?;
+    fs::write(build.join("nrlab_importer.h"), HEADER).map_err(io_err("write the module header"))?;
     progress(format!("building {MODULE_FILE} for {} in the chroot", kernel.pkg.abi));
     {
         let _proc = ProcMount::new(&chroot)?;
@@ -369,7 +373,7 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
             let (k, s) = if topo.expect == Expect::IovaPath {
                 (relative(&r.entries), relative(&p.entries))
             } else {
-                (r.entries.clone(), p.entries.iter().copied().take(crate::importer::MAX_ENTRIES).collect())
+                (r.entries.clone(), p.entries.iter().copied().take(crate::importer_abi::MAX_ENTRIES).collect())
             };
             let fmt = |v: &[(u64, u64)]| v.iter().map(|(a, l)| format!("{a:#x}+{l:#x}")).collect::<Vec<_>>().join(" ");
             let field = if topo.expect == Expect::IovaPath { "(addr-first, len)" } else { "(addr, len)" };

@@ -11,7 +11,8 @@
 //! - [`initramfs`]: the static guest and the initramfs.
 //! - [`qemu`]: one QEMU command builder; each lab adds its devices.
 //! - [`importer`], [`importer_host`]: the importer lab (a real dma-buf
-//!   importer module on edu, per QEMU topology, against kmod-shim).
+//!   importer module on edu, per QEMU topology, against kmod-shim);
+//!   [`importer_abi`]: its ioctl ABI (`importer/nrlab_importer.h`).
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod diff;
 pub mod gen;
 pub mod host;
 pub mod importer;
+pub mod importer_abi;
 pub mod importer_host;
 pub mod initramfs;
 pub mod proto;

@@ -575,27 +575,71 @@ fn find_port() -> GResult<String> {
 mod importer_mode {
     use super::*;
     use kernel_lab::importer::{
-        classify, pattern, read_plan, shapes, ImporterReport, Io, Op, Read, RevStep, ShapeResult, DEV_NODE, MAX_DMA,
-        MODULE_FILE, NRLAB_IOC,
+        classify, pattern, read_plan, shapes, ImporterReport, Read, RevStep, ShapeResult, DEV_NODE, MODULE_FILE,
     };
+    use kernel_lab::importer_abi::{
+        NrlabAttach, NrlabDistance, NrlabDma, NrlabEntry, NrlabIova, NrlabMap, NrlabStatus, IOVA_READ, MAX_DMA,
+        MAX_ENTRIES, NRLAB_IOCTL_ATTACH, NRLAB_IOCTL_DETACH, NRLAB_IOCTL_DISTANCE, NRLAB_IOCTL_DMA, NRLAB_IOCTL_IOVA,
+        NRLAB_IOCTL_MAP, NRLAB_IOCTL_STATUS,
+    };
+    use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
     /// The fixture's device node.
     struct Fixture(File);
 
+    /// A map's answer and the DMA entries it copied.
+    type Mapped = (Box<NrlabMap>, Vec<(u64, u64)>);
+
     impl Fixture {
-        fn call(&self, io: &Io) -> GResult<Io> {
-            let mut b = io.encode();
-            uapi::ioctl::ioctl_iowr(self.0.as_fd(), NRLAB_IOC, &mut b).map_err(|e| format!("NRLAB_IOC: {e}"))?;
-            Ok(Io::decode(&b))
+        /// One ioctl: `arg` goes in, the fixture's answer comes back in it.
+        fn call<T: IntoBytes + FromBytes>(&self, code: u32, name: &str, mut arg: Box<T>) -> GResult<Box<T>> {
+            uapi::ioctl::ioctl_iowr(self.0.as_fd(), code, arg.as_mut_bytes()).map_err(|e| format!("{name}: {e}"))?;
+            Ok(arg)
         }
-        fn op(&self, op: Op) -> GResult<Io> {
-            self.call(&Io::new(op))
+        fn attach(&self, fd: i32) -> GResult<Box<NrlabAttach>> {
+            self.call(NRLAB_IOCTL_ATTACH, "NRLAB_IOCTL_ATTACH", Box::new(NrlabAttach { fd, ..Default::default() }))
         }
-        fn read(&self, addr: u64, len: u32) -> GResult<Io> {
-            let mut io = Io::new(Op::Dma);
-            io.addr = addr;
-            io.len = len;
-            self.call(&io)
+        /// Maps and keeps the mapping; the copied DMA entries.
+        fn map_keep(&self) -> GResult<Mapped> {
+            let mut arg = Box::new(NrlabMap::new_zeroed());
+            arg.keep = 1;
+            let m = self.call(NRLAB_IOCTL_MAP, "NRLAB_IOCTL_MAP", arg)?;
+            let n = (m.count as usize).min(MAX_ENTRIES);
+            let entries = m.ent.get(..n).unwrap_or_default().iter().map(|e| (e.addr, e.len)).collect();
+            Ok((m, entries))
+        }
+        fn status_op(&self, code: u32, name: &str) -> GResult<NrlabStatus> {
+            self.call(code, name, Box::new(NrlabStatus::default())).map(|s| *s)
+        }
+        fn status(&self) -> GResult<NrlabStatus> {
+            self.status_op(NRLAB_IOCTL_STATUS, "NRLAB_IOCTL_STATUS")
+        }
+        fn detach(&self) -> GResult<NrlabStatus> {
+            self.status_op(NRLAB_IOCTL_DETACH, "NRLAB_IOCTL_DETACH")
+        }
+        /// edu's read of `len` bytes at `addr`: the status and the bytes.
+        fn read(&self, addr: u64, len: u32) -> GResult<(i32, Vec<u8>)> {
+            let mut arg = Box::new(NrlabDma::new_zeroed());
+            arg.addr = addr;
+            arg.len = len;
+            let d = self.call(NRLAB_IOCTL_DMA, "NRLAB_IOCTL_DMA", arg)?;
+            let n = (len as usize).min(MAX_DMA);
+            Ok((d.st.err, d.data.get(..n).unwrap_or_default().to_vec()))
+        }
+        fn distance(&self, provider: u64) -> GResult<NrlabDistance> {
+            let arg = Box::new(NrlabDistance { provider, ..Default::default() });
+            self.call(NRLAB_IOCTL_DISTANCE, "NRLAB_IOCTL_DISTANCE", arg).map(|d| *d)
+        }
+        fn iova(&self, provider: u64, bar: u32, corrected: bool, ranges: &[(u64, u64)]) -> GResult<Box<NrlabIova>> {
+            let mut arg = Box::new(NrlabIova::new_zeroed());
+            arg.provider = provider;
+            arg.bar = bar;
+            arg.corrected = corrected as u32;
+            arg.nr_ranges = ranges.len() as u32;
+            for (slot, &(addr, len)) in arg.ranges.iter_mut().zip(ranges) {
+                *slot = NrlabEntry { addr, len };
+            }
+            self.call(NRLAB_IOCTL_IOVA, "NRLAB_IOCTL_IOVA", arg)
         }
     }
 
@@ -676,8 +720,8 @@ mod importer_mode {
 
     fn dma_result(fx: &Fixture, addr: u64, len: u32, bar_off: u64) -> String {
         match fx.read(addr, len) {
-            Ok(io) if io.err == 0 => classify(&io.data, bar_off),
-            Ok(io) => format!("edu DMA: {}", kernel_lab::proto::KernelErrno(-io.err)),
+            Ok((0, data)) => classify(&data, bar_off),
+            Ok((err, _)) => format!("edu DMA: {}", kernel_lab::proto::KernelErrno(-err)),
             Err(e) => e,
         }
     }
@@ -696,33 +740,29 @@ mod importer_mode {
             }
         };
         r.export = describe_fd(&fd);
-        let mut io = Io::new(Op::Attach);
-        io.fd = fd.as_raw_fd();
-        let a = match fx.call(&io) {
+        let a = match fx.attach(fd.as_raw_fd()) {
             Ok(a) => a,
             Err(e) => {
                 r.export.push_str(&format!("; attach ioctl: {e}"));
                 return r;
             }
         };
-        r.attach_err = Some(a.err);
-        if a.err == 0 {
-            let mut io = Io::new(Op::Map);
-            io.keep = 1;
-            if let Ok(m) = fx.call(&io) {
-                r.map_err = Some(m.err);
-                if m.err == 0 {
+        r.attach_err = Some(a.st.err);
+        if a.st.err == 0 {
+            if let Ok((m, entries)) = fx.map_keep() {
+                r.map_err = Some(m.st.err);
+                if m.st.err == 0 {
                     r.nents = m.nents;
                     r.orig_nents = m.orig_nents;
                     r.total_entries = m.total_entries;
-                    r.entries = m.entries;
+                    r.entries = entries;
                     for (range, bar_off, dma_addr, len) in read_plan(ranges, &r.entries) {
                         let result = dma_result(fx, dma_addr, len.min(MAX_DMA as u32), bar_off);
                         r.reads.push(Read { range, bar_off, dma_addr, len, result });
                     }
                 }
             }
-            let _ = fx.op(Op::Detach);
+            let _ = fx.detach();
         }
         r
     }
@@ -766,14 +806,12 @@ mod importer_mode {
             let h = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
             (h(p[0]) << 16) | (h(p[1]) << 8) | (h(p[2]) << 3) | h(p[3])
         };
-        let mut io = Io::new(Op::Distance);
-        io.addr = id;
-        let dist = fx.call(&io)?;
-        rep.distance = Some(if dist.err == 0 { dist.count as i32 } else { dist.err });
+        let dist = fx.distance(id)?;
+        rep.distance = Some(if dist.st.err == 0 { dist.distance } else { dist.st.err });
 
         let (g, _) = group_of(&ivs).ok_or_else(|| format!("{ivs} has no iommu group"))?;
         let container = Container::open().map_err(|e| format!("open /dev/vfio/vfio: {e}"))?;
-        let (group, dev) = open_vfio_device(&container, &ivs, g, true).map_err(|e| match e {
+        let (_group, dev) = open_vfio_device(&container, &ivs, g, true).map_err(|e| match e {
             // The multifunction topologies' finding (FINDINGS F5).
             VfioOpenError::SetContainer(_) => format!("{} (group {g} not viable: edu shares it?)", e.describe(&ivs)),
             _ => e.describe(&ivs),
@@ -804,28 +842,21 @@ mod importer_mode {
                 continue;
             }
             let _ = write_patterns(dv, region_off, &sh.ranges);
-            for (fdmode, mode) in [(0, "offset 0 (as the kernel links)"), (1, "offset = bytes linked (corrected)")] {
-                let mut io = Io::new(Op::Iova);
-                io.addr = id;
-                io.keep = 2;
-                io.fd = fdmode;
-                io.len = MAX_DMA as u32;
-                io.count = sh.ranges.len() as u32;
-                io.entries = sh.ranges.clone();
+            for (corrected, mode) in
+                [(false, "offset 0 (as the kernel links)"), (true, "offset = bytes linked (corrected)")]
+            {
                 let mut p =
                     kernel_lab::importer::IovaProbe { shape: sh.name.clone(), mode: mode.into(), ..Default::default() };
-                match fx.call(&io) {
+                match fx.iova(id, 2, corrected, &sh.ranges) {
                     Ok(a) => {
-                        p.err = a.err;
-                        p.failed_range = a.nents;
-                        if let Some(&(iova, linked)) = a.entries.get(sh.ranges.len()) {
-                            p.iova = iova;
-                            p.linked = linked;
-                        }
-                        if a.err == 0 {
+                        p.err = a.st.err;
+                        p.failed_range = a.failed_range;
+                        p.iova = a.iova;
+                        p.linked = a.linked;
+                        if a.st.err == 0 {
                             for (i, &(off, len)) in sh.ranges.iter().enumerate() {
-                                let n = len.min(256) as usize;
-                                p.reads.push(classify(&a.data[256 * i..256 * i + n], off));
+                                let n = (len as usize).min(IOVA_READ);
+                                p.reads.push(classify(&a.data[IOVA_READ * i..IOVA_READ * i + n], off));
                             }
                         }
                     }
@@ -836,7 +867,7 @@ mod importer_mode {
             }
         }
         if revoke {
-            revocation(&mut dev, &group, &ivs, region_off, &fx, &mut rep.rev);
+            revocation(&mut dev, region_off, &fx, &mut rep.rev);
         }
         Ok(())
     }
@@ -844,14 +875,7 @@ mod importer_mode {
     /// Revocation with a kept mapping: memory bit cleared, re-enabled,
     /// reset, device fd closed. After each: callback count, kept mapping,
     /// remap errno, and what edu reads at the old DMA address.
-    fn revocation(
-        dev: &mut Option<Device>,
-        group: &Group,
-        bdf: &str,
-        region_off: u64,
-        fx: &Fixture,
-        out: &mut Vec<RevStep>,
-    ) {
+    fn revocation(dev: &mut Option<Device>, region_off: u64, fx: &Fixture, out: &mut Vec<RevStep>) {
         let ranges = [(0x1000u64, 0x4000u64)];
         let dv = dev.as_ref().expect("opened");
         let _ = write_patterns(dv, region_off, &ranges);
@@ -863,25 +887,22 @@ mod importer_mode {
                 return;
             }
         };
-        let mut io = Io::new(Op::Attach);
-        io.fd = fd.as_raw_fd();
-        match fx.call(&io) {
-            Ok(a) if a.err == 0 => {}
-            Ok(a) => return out.push(RevStep::note("attach", kernel_lab::proto::KernelErrno(-a.err).to_string())),
+        match fx.attach(fd.as_raw_fd()) {
+            Ok(a) if a.st.err == 0 => {}
+            Ok(a) => return out.push(RevStep::note("attach", kernel_lab::proto::KernelErrno(-a.st.err).to_string())),
             Err(e) => return out.push(RevStep::note("attach", e)),
         }
         let map_keep = || -> (i32, Option<u64>) {
-            let mut io = Io::new(Op::Map);
-            io.keep = 1;
-            match fx.call(&io) {
-                Ok(m) if m.err == 0 => (0, m.entries.first().map(|e| e.0)),
-                Ok(m) => (m.err, None),
-                Err(_) => (-5, None),
+            match fx.map_keep() {
+                Ok((m, entries)) if m.st.err == 0 => (0, entries.first().map(|e| e.0)),
+                Ok((m, _)) => (m.st.err, None),
+                // The ioctl itself failed: as the kernel's EIO.
+                Err(_) => (-validator::Errno::EIO.code(), None),
             }
         };
         let (e, mut old) = map_keep();
         let step = |name: &str, old: Option<u64>, remap: bool, out: &mut Vec<RevStep>| -> Option<u64> {
-            let st = fx.op(Op::Status).ok();
+            let st = fx.status().ok();
             let old_read = old.map(|a| dma_result(fx, a, 256, 0x1000));
             let (remap_err, new) = if remap { map_keep() } else { (0, None) };
             out.push(RevStep {
@@ -918,8 +939,7 @@ mod importer_mode {
         old = new.or(old);
         drop(dev.take());
         step("device fd closed", old, true, out);
-        let _ = fx.op(Op::Detach);
+        let _ = fx.detach();
         drop(fd);
-        let _ = (group, bdf);
     }
 }
