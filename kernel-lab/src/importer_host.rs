@@ -13,6 +13,7 @@ use crate::debian::{debian_mirror, Kernel};
 use crate::host::{progress, run_bounded, LabError};
 use crate::importer::{read_plan, Expect, ImporterReport, Placement, RevStep, Topology, MODULE_FILE};
 use crate::qemu::Qemu;
+use crate::revocation::{self, Action, ImporterState, RevocationBackend};
 
 /// The fixture's source, built into the lab so that the cache key is the
 /// source itself.
@@ -384,23 +385,30 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
             add(&r.name, "edu reads", kr.join(", "), sr.join(", "));
         }
     }
+    // The revocation steps are values: compared field by field, rendered
+    // only for the report.
+    let reads_bar = |r: &Option<String>| r.as_deref().map(|r| r == "ok");
+    let render_read = |r: Option<bool>| format!("{:?}", r.map(|ok| if ok { "reads the BAR" } else { "does not" }));
     for (k, s) in rep.rev.iter().zip(predict_revocation(rep, topo.expect)) {
-        add(
-            &format!("revocation: {}", k.step),
+        let what = format!("revocation: {}", k.step);
+        let mut add_eq = |field: &str, agree: bool, kernel: String, shim: String| {
+            out.push(Check { what: what.clone(), field: field.into(), kernel, shim, agree, explained: None });
+        };
+        add_eq(
             "invalidations",
+            k.invalidations == s.invalidations,
             k.invalidations.to_string(),
             s.invalidations.to_string(),
         );
-        add(&format!("revocation: {}", k.step), "remap", errno_str(k.remap_err), errno_str(s.remap_err));
-        add(
-            &format!("revocation: {}", k.step),
+        add_eq("remap", k.remap_err == s.remap_err, errno_str(k.remap_err), errno_str(s.remap_err));
+        add_eq(
             "mapping kept",
+            k.mapped_before_remap == s.mapped_before_remap,
             k.mapped_before_remap.to_string(),
             s.mapped_before_remap.to_string(),
         );
-        let kr = k.old_read.as_deref().map(|r| if r == "ok" { "reads the BAR" } else { "does not" });
-        let sr = s.old_read.as_deref().map(|r| if r == "ok" { "reads the BAR" } else { "does not" });
-        add(&format!("revocation: {}", k.step), "old address", format!("{kr:?}"), format!("{sr:?}"));
+        let (kr, sr) = (reads_bar(&k.old_read), reads_bar(&s.old_read));
+        add_eq("old address", kr == sr, render_read(kr), render_read(sr));
     }
     for c in out.iter_mut().filter(|c| !c.agree) {
         c.explained = explain(topo, c).map(str::to_string);
@@ -408,74 +416,69 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
     out
 }
 
-/// The guest's revocation sequence on kmod-shim.
-pub fn predict_revocation(rep: &ImporterReport, expect: Expect) -> Vec<RevStep> {
-    let mut out = Vec::new();
-    let Some(mut s) = shim_for(rep) else { return out };
-    let bar_start = rep.ivshmem.as_ref().and_then(|i| i.bars.iter().find(|b| b.index == 2)).map_or(0, |b| b.start);
-    let imp = s.add_importer(importer_desc(expect));
-    let bytes = export_req(&[(0x1000, 0x4000)]);
-    let Ok(req) = uapi::Request::decode(&bytes) else { return out };
-    let Ok(buf) = s.export(&req) else { return out };
-    let Ok(att) = s.attach(buf, imp) else { return out };
-    let first = |s: &Shim, m| s.sg_table(m).and_then(|t| t.pairs().first().map(|e| e.0));
-    let mut cur = None;
-    let map_keep = |s: &mut Shim, cur: &mut Option<kmod_shim::MappingId>| -> (i32, Option<u64>) {
-        match s.map(att) {
+/// kmod-shim as the revocation sequence's backend: the exporter's device,
+/// one attachment and its kept mapping.
+struct ShimRevocation {
+    s: Shim,
+    imp: kmod_shim::ImporterId,
+    att: kmod_shim::AttachmentId,
+    cur: Option<kmod_shim::MappingId>,
+    bar_start: u64,
+}
+
+impl RevocationBackend for ShimRevocation {
+    fn map_keep(&mut self) -> (i32, Option<u64>) {
+        match self.s.map(self.att) {
             Ok(m) => {
-                *cur = Some(m);
-                (0, first(s, m))
+                self.cur = Some(m);
+                (0, self.s.sg_table(m).and_then(|t| t.pairs().first().map(|e| e.0)))
             }
             Err(e) => (-e.errno().code(), None),
         }
-    };
-    let (e, mut old) = map_keep(&mut s, &mut cur);
-    out.push(RevStep { step: "map kept".into(), remap_err: Some(e), ..RevStep::note("map kept", "") });
-    if old.is_none() {
-        return out;
     }
+
+    fn state(&mut self) -> Option<ImporterState> {
+        Some(ImporterState {
+            invalidations: self.s.events().move_notifies as u32,
+            mapped: self.cur.is_some_and(|m| self.s.mapping(m).is_some()),
+        })
+    }
+
     // peer_reach: translation and the BAR's decode (nothing while the
     // memory bit is clear).
-    let reads = |s: &Shim, a: u64| {
-        if s.peer_reach(imp, a).is_some_and(|(pa, _)| pa == bar_start + 0x1000) {
+    fn peer_read(&mut self, dma_addr: u64) -> String {
+        if self.s.peer_reach(self.imp, dma_addr).is_some_and(|(pa, _)| pa == self.bar_start + 0x1000) {
             "ok".to_string()
         } else {
             "not the BAR byte".into()
         }
-    };
-    type Action = fn(&mut Shim);
-    let steps: [(&str, Option<Action>, bool); 5] = [
-        ("map kept: edu reads", None, false),
-        ("memory bit cleared", Some(|s: &mut Shim| s.set_memory_enabled(false)), true),
-        ("memory bit set again", Some(|s: &mut Shim| s.set_memory_enabled(true)), true),
-        // EINVAL (no reset method) leaves everything as it was.
-        (
-            "VFIO_DEVICE_RESET",
-            Some(|s: &mut Shim| {
-                let _ = s.try_reset();
-            }),
-            true,
-        ),
-        ("device fd closed", Some(|s: &mut Shim| s.close_device()), true),
-    ];
-    for (name, action, remap) in steps {
-        if let Some(a) = action {
-            a(&mut s);
-        }
-        let mapped = cur.is_some_and(|m| s.mapping(m).is_some());
-        let old_read = old.map(|a| reads(&s, a));
-        let (remap_err, new) = if remap { map_keep(&mut s, &mut cur) } else { (0, None) };
-        out.push(RevStep {
-            step: name.into(),
-            invalidations: s.events().move_notifies as u32,
-            mapped_before_remap: mapped,
-            remap_err: remap.then_some(remap_err),
-            old_read,
-            note: String::new(),
-        });
-        old = new.or(old);
     }
-    out
+
+    fn act(&mut self, action: Action) -> Option<String> {
+        match action {
+            Action::Observe => {}
+            Action::MemoryOff => self.s.set_memory_enabled(false),
+            Action::MemoryOn => self.s.set_memory_enabled(true),
+            // EINVAL (no reset method) leaves everything as it was.
+            Action::Reset => {
+                let _ = self.s.try_reset();
+            }
+            Action::CloseDevice => self.s.close_device(),
+        }
+        None
+    }
+}
+
+/// The guest's revocation sequence on kmod-shim.
+pub fn predict_revocation(rep: &ImporterReport, expect: Expect) -> Vec<RevStep> {
+    let Some(mut s) = shim_for(rep) else { return Vec::new() };
+    let bar_start = rep.ivshmem.as_ref().and_then(|i| i.bars.iter().find(|b| b.index == 2)).map_or(0, |b| b.start);
+    let imp = s.add_importer(importer_desc(expect));
+    let bytes = export_req(&[(0x1000, 0x4000)]);
+    let Ok(req) = uapi::Request::decode(&bytes) else { return Vec::new() };
+    let Ok(buf) = s.export(&req) else { return Vec::new() };
+    let Ok(att) = s.attach(buf, imp) else { return Vec::new() };
+    revocation::run(&mut ShimRevocation { s, imp, att, cur: None, bar_start })
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! - [`qemu`]: one QEMU command builder; each lab adds its devices.
 //! - [`importer`], [`importer_host`]: the importer lab (a real dma-buf
 //!   importer module on edu, per QEMU topology, against kmod-shim);
-//!   [`importer_abi`]: its ioctl ABI (`importer/nrlab_importer.h`).
+//!   [`importer_abi`]: its ioctl ABI (`importer/nrlab_importer.h`);
+//!   [`revocation`]: the revocation sequence, run on the guest and on
+//!   kmod-shim through one trait.
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod initramfs;
 pub mod proto;
 pub mod qemu;
 pub mod report;
+pub mod revocation;
 
 /// The vfio modules in load order, with their parameters. Without
 /// modules.dep there is no modprobe: the order is the dependency order.

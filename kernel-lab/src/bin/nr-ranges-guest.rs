@@ -582,6 +582,7 @@ mod importer_mode {
         MAX_ENTRIES, NRLAB_IOCTL_ATTACH, NRLAB_IOCTL_DETACH, NRLAB_IOCTL_DISTANCE, NRLAB_IOCTL_DMA, NRLAB_IOCTL_IOVA,
         NRLAB_IOCTL_MAP, NRLAB_IOCTL_STATUS,
     };
+    use kernel_lab::revocation::{Action, ImporterState, RevocationBackend};
     use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
     /// The fixture's device node.
@@ -872,6 +873,59 @@ mod importer_mode {
         Ok(())
     }
 
+    /// The real device and the fixture as the revocation sequence's backend.
+    struct GuestRevocation<'a> {
+        fx: &'a Fixture,
+        dev: &'a mut Option<Device>,
+        cfg_off: u64,
+    }
+
+    impl RevocationBackend for GuestRevocation<'_> {
+        fn map_keep(&mut self) -> (i32, Option<u64>) {
+            match self.fx.map_keep() {
+                Ok((m, entries)) if m.st.err == 0 => (0, entries.first().map(|e| e.0)),
+                Ok((m, _)) => (m.st.err, None),
+                // The ioctl itself failed: as the kernel's EIO.
+                Err(_) => (-validator::Errno::EIO.code(), None),
+            }
+        }
+
+        fn state(&mut self) -> Option<ImporterState> {
+            let st = self.fx.status().ok()?;
+            Some(ImporterState { invalidations: st.invalidations, mapped: st.mapped != 0 })
+        }
+
+        fn peer_read(&mut self, dma_addr: u64) -> String {
+            dma_result(self.fx, dma_addr, 256, 0x1000)
+        }
+
+        fn act(&mut self, action: Action) -> Option<String> {
+            let dv = self.dev.as_ref()?;
+            match action {
+                Action::Observe => {}
+                Action::MemoryOff => {
+                    let _ = set_memory(dv, self.cfg_off, false);
+                }
+                Action::MemoryOn => {
+                    let _ = set_memory(dv, self.cfg_off, true);
+                }
+                Action::Reset => {
+                    let reset = match dv.reset() {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => errno_text(e),
+                    };
+                    let flags = dv.info().map(|i| i.flags).unwrap_or(0);
+                    return Some(format!(
+                        "VFIO_DEVICE_RESET: {reset} (reset flag {})",
+                        flags & uapi::VFIO_DEVICE_FLAGS_RESET != 0
+                    ));
+                }
+                Action::CloseDevice => drop(self.dev.take()),
+            }
+            None
+        }
+    }
+
     /// Revocation with a kept mapping: memory bit cleared, re-enabled,
     /// reset, device fd closed. After each: callback count, kept mapping,
     /// remap errno, and what edu reads at the old DMA address.
@@ -892,53 +946,7 @@ mod importer_mode {
             Ok(a) => return out.push(RevStep::note("attach", kernel_lab::proto::KernelErrno(-a.st.err).to_string())),
             Err(e) => return out.push(RevStep::note("attach", e)),
         }
-        let map_keep = || -> (i32, Option<u64>) {
-            match fx.map_keep() {
-                Ok((m, entries)) if m.st.err == 0 => (0, entries.first().map(|e| e.0)),
-                Ok((m, _)) => (m.st.err, None),
-                // The ioctl itself failed: as the kernel's EIO.
-                Err(_) => (-validator::Errno::EIO.code(), None),
-            }
-        };
-        let (e, mut old) = map_keep();
-        let step = |name: &str, old: Option<u64>, remap: bool, out: &mut Vec<RevStep>| -> Option<u64> {
-            let st = fx.status().ok();
-            let old_read = old.map(|a| dma_result(fx, a, 256, 0x1000));
-            let (remap_err, new) = if remap { map_keep() } else { (0, None) };
-            out.push(RevStep {
-                step: name.into(),
-                invalidations: st.as_ref().map(|s| s.invalidations).unwrap_or(u32::MAX),
-                mapped_before_remap: st.as_ref().map(|s| s.mapped != 0).unwrap_or(false),
-                remap_err: remap.then_some(remap_err),
-                old_read,
-                note: String::new(),
-            });
-            new
-        };
-        out.push(RevStep { step: "map kept".into(), remap_err: Some(e), ..RevStep::note("map kept", "") });
-        if old.is_none() {
-            return;
-        }
-        old = step("map kept: edu reads", old, false, out).or(old);
-        let dv = dev.as_ref().expect("opened");
-        let _ = set_memory(dv, cfg_off, false);
-        step("memory bit cleared", old, true, out);
-        let _ = set_memory(dv, cfg_off, true);
-        let new = step("memory bit set again", old, true, out);
-        old = new.or(old);
-        let reset = match dv.reset() {
-            Ok(()) => "ok".to_string(),
-            Err(e) => errno_text(e),
-        };
-        let flags = dv.info().map(|i| i.flags).unwrap_or(0);
-        let new = step("VFIO_DEVICE_RESET", old, true, out);
-        if let Some(last) = out.last_mut() {
-            last.note =
-                format!("VFIO_DEVICE_RESET: {reset} (reset flag {})", flags & uapi::VFIO_DEVICE_FLAGS_RESET != 0);
-        }
-        old = new.or(old);
-        drop(dev.take());
-        step("device fd closed", old, true, out);
+        out.extend(kernel_lab::revocation::run(&mut GuestRevocation { fx, dev, cfg_off }));
         let _ = fx.detach();
         drop(fd);
     }
