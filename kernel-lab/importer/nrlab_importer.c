@@ -4,7 +4,8 @@
  *
  * A thin, policy-free test fixture. It binds QEMU's edu device (1234:11e8)
  * so that the importer has a real struct pci_dev, and exposes
- * /dev/nrlab_importer with one ioctl (NRLAB_IOC) whose `op` selects a step:
+ * /dev/nrlab_importer with one ioctl per step (nrlab_importer.h, one struct
+ * each):
  *
  *   ATTACH   dma_buf_get(fd) + dma_buf_dynamic_attach(edu, allow_peer2peer,
  *            invalidate_mappings)
@@ -17,20 +18,16 @@
  *   DMA      edu DMA: fill edu's buffer with a canary, copy `len` bytes from
  *            DMA address `addr` into it, copy it back to a coherent buffer,
  *            return the bytes
- *   DISTANCE pci_p2pdma_distance(provider = the PCI device `addr` names as
- *            domain<<16|bus<<8|devfn, client = edu, verbose): prints the
- *            kernel's p2pdma lines in dmesg
+ *   DISTANCE pci_p2pdma_distance(provider, client = edu, verbose): prints
+ *            the kernel's p2pdma lines in dmesg
  *   IOVA     the IOVA path of dma_buf_phys_vec_to_sgt() by hand, for
- *            `count` (<= 8) ranges ent[i] = (BAR offset, length) of BAR
- *            `keep` of the device `addr` names: dma_iova_try_alloc, one
- *            dma_iova_link per range at IOVA offset 0 (fd == 0: as the
- *            kernel does) or at the bytes linked so far (fd == 1:
- *            corrected), dma_iova_sync; edu reads 256 bytes at the start
- *            of each range into data[256 * i]; dma_iova_destroy. Out: err,
- *            nents = the range whose link failed, ent[count] = (IOVA,
- *            bytes linked)
+ *            `nr_ranges` (<= 8) ranges (BAR offset, length) of BAR `bar` of
+ *            the provider: dma_iova_try_alloc, one dma_iova_link per range
+ *            at IOVA offset 0 (as the kernel does) or, `corrected`, at the
+ *            bytes linked so far, dma_iova_sync; edu reads 256 bytes at the
+ *            start of each range into data[256 * i]; dma_iova_destroy
  *
- * Every answer is the kernel's: errors are returned in `err` (0 or -errno).
+ * Every answer is the kernel's: errors are returned in `st.err` (0 or -errno).
  * The invalidation callback unmaps (otherwise a revocation would wait).
  */
 #include <linux/module.h>
@@ -44,32 +41,10 @@
 #include <linux/uaccess.h>
 #include <linux/mutex.h>
 
-#define NRLAB_MAX_ENTRIES 128
-#define NRLAB_MAX_DMA 2048
+#include "nrlab_importer.h"
 
-enum { OP_ATTACH = 1, OP_MAP, OP_UNMAP, OP_STATUS, OP_DETACH, OP_DMA, OP_DISTANCE, OP_IOVA };
-
-/* The ioctl argument; the lab's guest (nr-ranges-guest.rs) mirrors it. */
-struct nrlab_io {
-	__u32 op;
-	__s32 fd;		/* ATTACH */
-	__u64 addr;		/* DMA: DMA address; DISTANCE: provider id */
-	__u32 len;		/* DMA: bytes, <= NRLAB_MAX_DMA */
-	__u32 keep;		/* MAP: keep the mapping */
-	__s32 err;		/* out: 0 or -errno */
-	__u32 nents;		/* out: MAP sgt->nents */
-	__u32 orig_nents;	/* out: MAP sgt->orig_nents */
-	__u32 count;		/* out: MAP entries copied */
-	__u32 invalidations;	/* out: invalidate_mappings calls so far */
-	__u32 mapped;		/* out: a mapping is kept */
-	__u32 unmapped_in_cb;	/* out: mappings the callback unmapped */
-	__u32 total_entries;	/* out: MAP DMA entries (may exceed count) */
-	struct { __u64 addr, len; } ent[NRLAB_MAX_ENTRIES];
-	__u8 data[NRLAB_MAX_DMA];
-};
-
-#define NRLAB_IOC _IOWR('N', 0x42, struct nrlab_io)
-static_assert(sizeof(struct nrlab_io) == 4152);
+static_assert(sizeof(struct nrlab_map) == 40 + 16 * NRLAB_MAX_ENTRIES);
+static_assert(sizeof(struct nrlab_iova) == 56 + 16 * NRLAB_MAX_IOVA_RANGES + NRLAB_MAX_IOVA_RANGES * NRLAB_IOVA_READ);
 
 /* edu (QEMU hw/misc/edu.c): DMA registers and its 4 KiB buffer. */
 #define EDU_DMA_SRC 0x80
@@ -117,7 +92,7 @@ static void unmap_locked(void)
 	}
 }
 
-static int do_map(struct nrlab_io *io)
+static int do_map(struct nrlab_map *io)
 {
 	struct sg_table *t;
 	struct scatterlist *sg;
@@ -206,138 +181,164 @@ static int edu_read(u64 addr, u32 len, u8 *out)
 	return ret;
 }
 
-static int do_dma(struct nrlab_io *io)
+static int do_dma(struct nrlab_dma *io)
 {
 	return edu_read(io->addr, io->len, io->data);
 }
 
-static int do_iova(struct nrlab_io *io)
+static struct pci_dev *provider_dev(u64 id)
+{
+	return pci_get_domain_bus_and_slot(id >> 16, (id >> 8) & 0xff, id & 0xff);
+}
+
+static int do_iova(struct nrlab_iova *io)
 {
 	struct dma_iova_state state = {};
 	struct device *dev = &edu->dev;
 	struct pci_dev *p;
 	phys_addr_t base;
 	u64 total = 0, mapped = 0, off = 0;
-	u32 i, n = io->count;
+	u32 i, n = io->nr_ranges;
 	int ret = 0;
 
-	if (n == 0 || n > 8 || io->keep > 5)
+	if (n == 0 || n > NRLAB_MAX_IOVA_RANGES || io->bar > 5)
 		return -EINVAL;
-	p = pci_get_domain_bus_and_slot(io->addr >> 16, (io->addr >> 8) & 0xff, io->addr & 0xff);
+	p = provider_dev(io->provider);
 	if (!p)
 		return -ENODEV;
-	base = pci_resource_start(p, io->keep);
+	base = pci_resource_start(p, io->bar);
 	pci_dev_put(p);
 	for (i = 0; i < n; i++)
-		total += io->ent[i].len;
-	if (!dma_iova_try_alloc(dev, &state, base + io->ent[0].addr, total))
+		total += io->ranges[i].len;
+	if (!dma_iova_try_alloc(dev, &state, base + io->ranges[0].addr, total))
 		return -EOPNOTSUPP;
-	io->nents = n;
+	io->failed_range = n;
 	for (i = 0; i < n; i++) {
-		ret = dma_iova_link(dev, &state, base + io->ent[i].addr, io->fd ? mapped : 0,
-				    io->ent[i].len, DMA_BIDIRECTIONAL, DMA_ATTR_MMIO);
+		ret = dma_iova_link(dev, &state, base + io->ranges[i].addr, io->corrected ? mapped : 0,
+				    io->ranges[i].len, DMA_BIDIRECTIONAL, DMA_ATTR_MMIO);
 		if (ret) {
-			io->nents = i;
+			io->failed_range = i;
 			break;
 		}
-		mapped += io->ent[i].len;
+		mapped += io->ranges[i].len;
 	}
 	if (!ret)
 		ret = dma_iova_sync(dev, &state, 0, mapped);
-	io->ent[n].addr = state.addr;
-	io->ent[n].len = mapped;
-	for (i = 0; !ret && i < n; off += io->ent[i].len, i++)
-		ret = edu_read(state.addr + off, min_t(u64, 256, io->ent[i].len), io->data + 256 * i);
+	io->iova = state.addr;
+	io->linked = mapped;
+	for (i = 0; !ret && i < n; off += io->ranges[i].len, i++)
+		ret = edu_read(state.addr + off, min_t(u64, NRLAB_IOVA_READ, io->ranges[i].len),
+			       io->data + NRLAB_IOVA_READ * i);
 	dma_iova_destroy(dev, &state, mapped, DMA_BIDIRECTIONAL, DMA_ATTR_MMIO);
 	return ret;
 }
 
-static int do_distance(struct nrlab_io *io)
+static int do_distance(struct nrlab_distance *io)
 {
 	struct pci_dev *p;
 	struct device *client = &edu->dev;
-	int d;
 
-	p = pci_get_domain_bus_and_slot(io->addr >> 16, (io->addr >> 8) & 0xff, io->addr & 0xff);
+	p = provider_dev(io->provider);
 	if (!p)
 		return -ENODEV;
-	d = pci_p2pdma_distance_many(p, &client, 1, true);
+	io->distance = pci_p2pdma_distance_many(p, &client, 1, true);
 	pci_dev_put(p);
-	io->count = d;
 	return 0;
 }
 
+static int do_attach(struct nrlab_attach *io)
+{
+	if (att)
+		return -EBUSY;
+	dbuf = dma_buf_get(io->fd);
+	if (IS_ERR(dbuf)) {
+		int ret = PTR_ERR(dbuf);
+
+		dbuf = NULL;
+		return ret;
+	}
+	att = dma_buf_dynamic_attach(dbuf, &edu->dev, &nrlab_ops, NULL);
+	if (IS_ERR(att)) {
+		int ret = PTR_ERR(att);
+
+		att = NULL;
+		dma_buf_put(dbuf);
+		dbuf = NULL;
+		return ret;
+	}
+	return 0;
+}
+
+static int do_unmap(void)
+{
+	if (att) {
+		dma_resv_lock(dbuf->resv, NULL);
+		unmap_locked();
+		dma_resv_unlock(dbuf->resv);
+	}
+	return 0;
+}
+
+static int do_status(void)
+{
+	return 0;
+}
+
+static int do_detach_op(void)
+{
+	do_detach();
+	return 0;
+}
+
+/*
+ * One ioctl: copy the operation's struct in, run the step under the lock,
+ * fill in the status, copy it out. The step's errno travels in st.err; the
+ * ioctl itself succeeds.
+ */
+#define NRLAB_CALL(type, arg, status, step)					\
+	({									\
+		type *io = kvzalloc(sizeof(*io), GFP_KERNEL);			\
+		long r = 0;							\
+		if (!io)							\
+			r = -ENOMEM;						\
+		else if (copy_from_user(io, (void __user *)(arg), sizeof(*io)))	\
+			r = -EFAULT;						\
+		if (!r) {							\
+			struct nrlab_status *st = (status);			\
+			mutex_lock(&lock);					\
+			st->err = (step);					\
+			st->invalidations = atomic_read(&invalidations);	\
+			st->unmapped_in_cb = atomic_read(&unmapped_in_cb);	\
+			st->mapped = sgt != NULL;				\
+			mutex_unlock(&lock);					\
+			r = copy_to_user((void __user *)(arg), io, sizeof(*io)) ? -EFAULT : 0; \
+		}								\
+		kvfree(io);							\
+		r;								\
+	})
+
 static long nrlab_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 {
-	struct nrlab_io *io;
-	int ret = 0;
-
-	if (cmd != NRLAB_IOC)
-		return -ENOTTY;
-	io = kvzalloc(sizeof(*io), GFP_KERNEL);
-	if (!io)
-		return -ENOMEM;
-	if (copy_from_user(io, (void __user *)arg, sizeof(*io))) {
-		kvfree(io);
-		return -EFAULT;
-	}
-	mutex_lock(&lock);
-	switch (io->op) {
-	case OP_ATTACH:
-		if (att) {
-			ret = -EBUSY;
-			break;
-		}
-		dbuf = dma_buf_get(io->fd);
-		if (IS_ERR(dbuf)) {
-			ret = PTR_ERR(dbuf);
-			dbuf = NULL;
-			break;
-		}
-		att = dma_buf_dynamic_attach(dbuf, &edu->dev, &nrlab_ops, NULL);
-		if (IS_ERR(att)) {
-			ret = PTR_ERR(att);
-			att = NULL;
-			dma_buf_put(dbuf);
-			dbuf = NULL;
-		}
-		break;
-	case OP_MAP:
-		ret = do_map(io);
-		break;
-	case OP_UNMAP:
-		if (att) {
-			dma_resv_lock(dbuf->resv, NULL);
-			unmap_locked();
-			dma_resv_unlock(dbuf->resv);
-		}
-		break;
-	case OP_STATUS:
-		break;
-	case OP_DETACH:
-		do_detach();
-		break;
-	case OP_DMA:
-		ret = do_dma(io);
-		break;
-	case OP_DISTANCE:
-		ret = do_distance(io);
-		break;
-	case OP_IOVA:
-		ret = do_iova(io);
-		break;
+	switch (cmd) {
+	case NRLAB_IOCTL_ATTACH:
+		return NRLAB_CALL(struct nrlab_attach, arg, &io->st, do_attach(io));
+	case NRLAB_IOCTL_MAP:
+		return NRLAB_CALL(struct nrlab_map, arg, &io->st, do_map(io));
+	case NRLAB_IOCTL_UNMAP:
+		return NRLAB_CALL(struct nrlab_status, arg, io, do_unmap());
+	case NRLAB_IOCTL_STATUS:
+		return NRLAB_CALL(struct nrlab_status, arg, io, do_status());
+	case NRLAB_IOCTL_DETACH:
+		return NRLAB_CALL(struct nrlab_status, arg, io, do_detach_op());
+	case NRLAB_IOCTL_DMA:
+		return NRLAB_CALL(struct nrlab_dma, arg, &io->st, do_dma(io));
+	case NRLAB_IOCTL_DISTANCE:
+		return NRLAB_CALL(struct nrlab_distance, arg, &io->st, do_distance(io));
+	case NRLAB_IOCTL_IOVA:
+		return NRLAB_CALL(struct nrlab_iova, arg, &io->st, do_iova(io));
 	default:
-		ret = -EINVAL;
+		return -ENOTTY;
 	}
-	io->err = ret;
-	io->invalidations = atomic_read(&invalidations);
-	io->unmapped_in_cb = atomic_read(&unmapped_in_cb);
-	io->mapped = sgt != NULL;
-	mutex_unlock(&lock);
-	/* The step's errno travels in io->err; the ioctl itself succeeds. */
-	ret = copy_to_user((void __user *)arg, io, sizeof(*io)) ? -EFAULT : 0;
-	kvfree(io);
-	return ret;
 }
 
 static const struct file_operations nrlab_fops = {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use validator::{validate, Outcome, Policy};
 
 use crate::gen::Gen;
@@ -21,7 +21,7 @@ pub fn predict(case: &crate::gen::Case, dev: &validator::Device) -> (Observed, &
 
 /// One class of disagreement: the same prediction (check) against the same
 /// kind of kernel answer on the same device; the first example is kept.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DisagreementClass {
     /// How many cases fell in this class.
     pub count: u64,

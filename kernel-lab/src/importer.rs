@@ -8,138 +8,18 @@
 //! behind each address. The host predicts every step with kmod-shim
 //! (`Fidelity::Kernel`, same topology and BAR table) and compares.
 //!
-//! This module is shared by host and guest: the fixture's ioctl layout,
-//! the request shapes, the topologies and the report types.
+//! This module is shared by host and guest: the request shapes, the
+//! topologies and the report types; the fixture's ioctls are
+//! [`crate::importer_abi`].
 
 use serde::{Deserialize, Serialize};
 
 use crate::proto::DeviceInfo;
 
-/// `sizeof(struct nrlab_io)` in `nrlab_importer.c` (static_assert there).
-pub const IO_SIZE: usize = 4152;
-/// `_IOWR('N', 0x42, struct nrlab_io)`.
-pub const NRLAB_IOC: u32 = (3 << 30) | ((IO_SIZE as u32) << 16) | ((b'N' as u32) << 8) | 0x42;
-/// Entries the fixture copies out per map.
-pub const MAX_ENTRIES: usize = 128;
-/// Bytes per edu DMA (edu's buffer is 4 KiB; QEMU 7.2: keep <= 2 KiB).
-pub const MAX_DMA: usize = 2048;
 /// The fixture's device node.
 pub const DEV_NODE: &str = "/dev/nrlab_importer";
 /// The module file in the initramfs.
 pub const MODULE_FILE: &str = "nrlab_importer.ko";
-
-/// The fixture's ops (`enum { OP_ATTACH = 1, ... }`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Op {
-    /// `dma_buf_get` + `dma_buf_dynamic_attach`.
-    Attach = 1,
-    /// `dma_buf_map_attachment` under `dma_resv_lock`.
-    Map = 2,
-    /// Unmap a kept mapping.
-    Unmap = 3,
-    /// Counters only.
-    Status = 4,
-    /// `dma_buf_detach` + `dma_buf_put`.
-    Detach = 5,
-    /// edu DMA read of `len` bytes at DMA address `addr`.
-    Dma = 6,
-    /// `pci_p2pdma_distance(provider, edu, verbose)`.
-    Distance = 7,
-    /// The IOVA path of `dma_buf_phys_vec_to_sgt()` by hand (offset 0 as the
-    /// kernel links, or corrected), with edu reading each range.
-    Iova = 8,
-}
-
-/// `struct nrlab_io`, the fixture's ioctl argument.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Io {
-    /// The op.
-    pub op: u32,
-    /// ATTACH: the dma-buf fd.
-    pub fd: i32,
-    /// DMA: the DMA address; DISTANCE: `domain << 16 | bus << 8 | devfn`.
-    pub addr: u64,
-    /// DMA: bytes.
-    pub len: u32,
-    /// MAP: keep the mapping.
-    pub keep: u32,
-    /// Out: 0 or -errno.
-    pub err: i32,
-    /// Out: `sgt->nents`.
-    pub nents: u32,
-    /// Out: `sgt->orig_nents`.
-    pub orig_nents: u32,
-    /// Out: entries copied; DISTANCE: the distance.
-    pub count: u32,
-    /// Out: `invalidate_mappings` calls so far.
-    pub invalidations: u32,
-    /// Out: a mapping is kept.
-    pub mapped: u32,
-    /// Out: mappings the callback unmapped.
-    pub unmapped_in_cb: u32,
-    /// Out: DMA entries of the last map.
-    pub total_entries: u32,
-    /// Out: (DMA address, DMA length).
-    pub entries: Vec<(u64, u64)>,
-    /// Out: DMA bytes.
-    pub data: Vec<u8>,
-}
-
-fn get_u32(b: &[u8], o: usize) -> u32 {
-    u32::from_ne_bytes(b[o..o + 4].try_into().expect("4 bytes"))
-}
-fn get_u64(b: &[u8], o: usize) -> u64 {
-    u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"))
-}
-
-impl Io {
-    /// A request.
-    pub fn new(op: Op) -> Self {
-        Self { op: op as u32, ..Default::default() }
-    }
-
-    /// The C layout (only the input fields are meaningful).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![0u8; IO_SIZE];
-        b[0..4].copy_from_slice(&self.op.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.fd.to_ne_bytes());
-        b[8..16].copy_from_slice(&self.addr.to_ne_bytes());
-        b[16..20].copy_from_slice(&self.len.to_ne_bytes());
-        b[20..24].copy_from_slice(&self.keep.to_ne_bytes());
-        b[36..40].copy_from_slice(&self.count.to_ne_bytes());
-        for (i, &(a, l)) in self.entries.iter().take(MAX_ENTRIES).enumerate() {
-            b[56 + 16 * i..64 + 16 * i].copy_from_slice(&a.to_ne_bytes());
-            b[64 + 16 * i..72 + 16 * i].copy_from_slice(&l.to_ne_bytes());
-        }
-        b
-    }
-
-    /// Reads the answer back.
-    pub fn decode(b: &[u8]) -> Self {
-        let count = get_u32(b, 36);
-        // IOVA answers one more entry: (IOVA, bytes linked).
-        let n = (count as usize + (get_u32(b, 0) == Op::Iova as u32) as usize).min(MAX_ENTRIES);
-        let len = get_u32(b, 16);
-        Self {
-            op: get_u32(b, 0),
-            fd: get_u32(b, 4) as i32,
-            addr: get_u64(b, 8),
-            len,
-            keep: get_u32(b, 20),
-            err: get_u32(b, 24) as i32,
-            nents: get_u32(b, 28),
-            orig_nents: get_u32(b, 32),
-            count,
-            invalidations: get_u32(b, 40),
-            mapped: get_u32(b, 44),
-            unmapped_in_cb: get_u32(b, 48),
-            total_entries: get_u32(b, 52),
-            entries: (0..n).map(|i| (get_u64(b, 56 + 16 * i), get_u64(b, 64 + 16 * i))).collect(),
-            data: b[56 + 16 * MAX_ENTRIES..56 + 16 * MAX_ENTRIES + (len as usize).min(MAX_DMA)].to_vec(),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The BAR pattern: every 8-byte word names its own BAR offset, so bytes read
@@ -237,17 +117,17 @@ pub enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     /// Name (`--topology`).
-    pub name: &'static str,
+    pub name: String,
     /// What it exercises.
-    pub about: &'static str,
+    pub about: String,
     /// `-cpu`.
-    pub cpu: &'static str,
+    pub cpu: String,
     /// Extra kernel command line.
-    pub cmdline: &'static str,
+    pub cmdline: String,
     /// Device placement.
     pub placement: Placement,
     /// ivshmem's BAR2 size (the backing file's size).
-    pub ivshmem_size: &'static str,
+    pub ivshmem_size: String,
     /// Disable ACS on the root port (`pci=disable_acs_redir=`)?
     pub acs_off: bool,
     /// The predicted path.
@@ -256,16 +136,17 @@ pub struct Topology {
 
 /// Every topology, in matrix order.
 pub fn topologies() -> Vec<Topology> {
-    let t = |name, about, cpu, cmdline, placement, ivshmem_size, acs_off, expect| Topology {
-        name,
-        about,
-        cpu,
-        cmdline,
-        placement,
-        ivshmem_size,
-        acs_off,
-        expect,
-    };
+    let t =
+        |name: &str, about: &str, cpu: &str, cmdline: &str, placement, ivshmem_size: &str, acs_off, expect| Topology {
+            name: name.into(),
+            about: about.into(),
+            cpu: cpu.into(),
+            cmdline: cmdline.into(),
+            placement,
+            ivshmem_size: ivshmem_size.into(),
+            acs_off,
+            expect,
+        };
     use Expect::*;
     use Placement::*;
     vec![
@@ -491,26 +372,6 @@ pub fn read_plan(ranges: &[(u64, u64)], entries: &[(u64, u64)]) -> Vec<(usize, u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn io_layout_round_trips() {
-        let mut io = Io::new(Op::Dma);
-        io.addr = 0x1234_5000;
-        io.len = 16;
-        let mut b = io.encode();
-        assert_eq!(b.len(), IO_SIZE);
-        b[24..28].copy_from_slice(&(-22i32).to_ne_bytes());
-        b[36..40].copy_from_slice(&2u32.to_ne_bytes());
-        b[56..64].copy_from_slice(&0xfeed_0000u64.to_ne_bytes());
-        b[64..72].copy_from_slice(&0x2000u64.to_ne_bytes());
-        b[56 + 16 * MAX_ENTRIES] = 7;
-        let d = Io::decode(&b);
-        assert_eq!((d.op, d.addr, d.len, d.err, d.count), (6, 0x1234_5000, 16, -22, 2));
-        assert_eq!(d.entries[0], (0xfeed_0000, 0x2000));
-        assert_eq!(d.data.len(), 16);
-        assert_eq!(d.data[0], 7);
-        assert_eq!(NRLAB_IOC, 0xd038_4e42);
-    }
 
     #[test]
     fn pattern_names_its_offset() {

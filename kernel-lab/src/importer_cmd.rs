@@ -4,10 +4,12 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kernel_lab::host::{self, progress, KernelRequest, LabError};
+use kernel_lab::debian::{self, Kernel, KernelRequest};
+use kernel_lab::host::{self, progress, LabError};
 use kernel_lab::importer::{topologies, ImporterReport, Topology};
-use kernel_lab::importer_host::{self, Check};
-use serde::Serialize;
+use kernel_lab::importer_host;
+use kernel_lab::report::{ImporterLabReport, TopologyResult};
+use kernel_lab::{initramfs, qemu};
 
 #[derive(clap::Args, Debug)]
 pub struct ImporterArgs {
@@ -34,46 +36,27 @@ pub struct ImporterArgs {
     keep_run_dir: bool,
 }
 
-#[derive(Serialize)]
-struct TopoResult {
-    topology: Topology,
-    /// Booted twice because of an early oops.
-    retried_after_oops: bool,
-    boot_seconds: f64,
-    error: Option<String>,
-    guest: Option<ImporterReport>,
-    checks: Vec<Check>,
-    disagreements: usize,
-    /// Disagreements not explained by FINDINGS.md (these fail the run).
-    unexplained: usize,
-}
-
-#[derive(Serialize)]
-struct Report {
-    kernel: String,
-    kernel_package: String,
-    module_hash: String,
-    prepare_seconds: f64,
-    wall_seconds: f64,
-    topologies: Vec<TopoResult>,
-}
-
 pub fn run(a: &ImporterArgs) -> Result<u64, LabError> {
     let t0 = Instant::now();
     let root = host::cache_root()?;
     let run_dir = host::tempdir(&std::env::temp_dir(), "nr-ranges-importer")?;
     host::ensure_host_tools(&run_dir.0)?;
-    let suites = host::kernel_suites();
-    let kernel = host::resolve_kernel(&root, &KernelRequest { wanted: a.kernel.clone(), refresh: false, suites })?;
+    let suites = debian::kernel_suites();
+    let kernel = debian::resolve_kernel(&root, &KernelRequest { wanted: a.kernel.clone(), refresh: false, suites })?;
     println!("kernel under test: {} (package {} from {})", kernel.pkg.abi, kernel.pkg.version, kernel.pkg.suite);
     let tm = Instant::now();
     let ko = importer_host::ensure_module(&root, &kernel)?;
     println!("fixture: {} ({:.1} s)", ko.display(), tm.elapsed().as_secs_f64());
     progress("building the static guest");
-    let guest = host::build_guest(&run_dir.0)?;
+    let guest = initramfs::build_guest(&run_dir.0)?;
     let initramfs = run_dir.0.join("initramfs.cpio");
     let ko_bytes = std::fs::read(&ko).map_err(|e| LabError::Io(format!("read {}: {e}", ko.display())))?;
-    host::build_initramfs_with(&kernel, &guest, &[(kernel_lab::importer::MODULE_FILE.into(), ko_bytes)], &initramfs)?;
+    initramfs::build_initramfs_with(
+        &kernel,
+        &guest,
+        &[(kernel_lab::importer::MODULE_FILE.into(), ko_bytes)],
+        &initramfs,
+    )?;
     let prepare = t0.elapsed().as_secs_f64();
 
     let all = topologies();
@@ -82,7 +65,7 @@ pub fn run(a: &ImporterArgs) -> Result<u64, LabError> {
     } else {
         let t: Vec<Topology> = all.iter().filter(|t| a.topology.split(',').any(|n| n == t.name)).cloned().collect();
         if t.is_empty() {
-            let names: Vec<&str> = all.iter().map(|t| t.name).collect();
+            let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
             return Err(LabError::Io(format!("unknown topology {}; known: all, {}", a.topology, names.join(", "))));
         }
         t
@@ -103,7 +86,7 @@ pub fn run(a: &ImporterArgs) -> Result<u64, LabError> {
             r.unexplained + (r.error.is_some() && !known_error) as usize
         })
         .sum();
-    let report = Report {
+    let report = ImporterLabReport {
         kernel: kernel.pkg.abi.clone(),
         kernel_package: format!("{} {} ({})", kernel.pkg.abi, kernel.pkg.version, kernel.pkg.suite),
         module_hash: importer_host::source_hash(),
@@ -126,12 +109,12 @@ pub fn run(a: &ImporterArgs) -> Result<u64, LabError> {
 
 fn run_topology(
     a: &ImporterArgs,
-    kernel: &host::Kernel,
+    kernel: &Kernel,
     initramfs: &std::path::Path,
     parent: &std::path::Path,
     topo: Topology,
-) -> TopoResult {
-    let mut r = TopoResult {
+) -> TopologyResult {
+    let mut r = TopologyResult {
         topology: topo.clone(),
         retried_after_oops: false,
         boot_seconds: 0.0,
@@ -144,28 +127,19 @@ fn run_topology(
     let tb = Instant::now();
     let mut stream = Err(LabError::Io("not run".into()));
     for attempt in 0..2 {
-        let dir = match host::tempdir(parent, topo.name) {
+        let dir = match host::tempdir(parent, &topo.name) {
             Ok(d) => d,
             Err(e) => {
                 r.error = Some(e.to_string());
                 return r;
             }
         };
-        let mut cmd = importer_host::qemu_command(&topo, &kernel.vmlinuz(), initramfs, &dir.0, a.shapes.as_deref());
+        let mut machine = importer_host::machine(&topo, &kernel.vmlinuz(), initramfs, &dir.0, a.shapes.as_deref());
         if a.no_revoke {
             // The guest reads nrlab.revoke from the kernel command line.
-            let args: Vec<String> = cmd.get_args().map(|x| x.to_string_lossy().into_owned()).collect();
-            let mut c = std::process::Command::new(cmd.get_program());
-            for x in args {
-                if x.contains("nrlab.mode=importer") {
-                    c.arg(format!("{x} nrlab.revoke=0"));
-                } else {
-                    c.arg(x);
-                }
-            }
-            cmd = c;
+            machine = machine.append("nrlab.revoke=0");
         }
-        stream = host::boot_with(cmd, &dir.0, Duration::from_secs(a.timeout));
+        stream = qemu::boot_with(&machine, Duration::from_secs(a.timeout));
         let oops = importer_host::early_oops(&dir.0);
         if a.keep_run_dir || stream.is_err() {
             let kept = dir.0.with_extension("kept");
@@ -204,7 +178,7 @@ fn run_topology(
     r
 }
 
-fn markdown(rep: &Report) -> String {
+fn markdown(rep: &ImporterLabReport) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Importer lab: {}\n", rep.kernel_package);
     let _ = writeln!(s, "fixture source hash {}; prepare {:.1} s\n", rep.module_hash, rep.prepare_seconds);
@@ -243,7 +217,7 @@ fn markdown(rep: &Report) -> String {
                     "- IOVA by hand, {} with {}: {} (failed range {}, IOVA {:#x}, linked {:#x}); edu reads: {}",
                     p.shape,
                     p.mode,
-                    if p.err == 0 { "ok".to_string() } else { kernel_lab::proto::errno_name(-p.err) },
+                    if p.err == 0 { "ok".to_string() } else { kernel_lab::proto::KernelErrno(-p.err).to_string() },
                     p.failed_range,
                     p.iova,
                     p.linked,
@@ -264,7 +238,7 @@ fn markdown(rep: &Report) -> String {
                 c.field,
                 c.kernel.replace('|', "/"),
                 c.shim.replace('|', "/"),
-                match (c.agree, c.explained) {
+                match (c.agree, &c.explained) {
                     (true, _) => "yes".to_string(),
                     (false, Some(x)) => format!("no, {x}"),
                     (false, None) => "**NO**".to_string(),

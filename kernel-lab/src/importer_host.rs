@@ -7,15 +7,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kmod_shim::{Config, DmaOps, Fidelity, ImporterDesc, IommuModel, P2pMapType, Shim};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::host::{debian_mirror, progress, run_bounded, Kernel, LabError};
+use crate::debian::{debian_mirror, Kernel};
+use crate::host::{progress, run_bounded, LabError};
 use crate::importer::{read_plan, Expect, ImporterReport, Placement, RevStep, Topology, MODULE_FILE};
-use crate::OUTPUT_PORT_NAME;
+use crate::qemu::Qemu;
+use crate::revocation::{self, Action, ImporterState, RevocationBackend};
 
 /// The fixture's source, built into the lab so that the cache key is the
 /// source itself.
 pub const SOURCE: &str = include_str!("../importer/nrlab_importer.c");
+/// Its ABI header (mirrored by `crate::importer_abi`).
+pub const HEADER: &str = include_str!("../importer/nrlab_importer.h");
 /// Its Kbuild file.
 pub const KBUILD: &str = include_str!("../importer/Kbuild");
 const CHROOT_MARKER: &str = ".nr-ranges-chroot";
@@ -24,10 +28,11 @@ fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabErr
     move |e| LabError::Io(format!("{what}: {e}"))
 }
 
-/// FNV-1a, 64 bits: the module cache key (source + Kbuild).
+/// FNV-1a, 64 bits: the module cache key (source + Kbuild, then the
+/// header).
 pub fn source_hash() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in SOURCE.bytes().chain(KBUILD.bytes()) {
+    for b in SOURCE.bytes().chain(KBUILD.bytes()).chain(HEADER.bytes()) {
         h ^= b as u64;
         h = h.wrapping_mul(0x100_0000_01b3);
     }
@@ -90,7 +95,7 @@ pub fn ensure_chroot(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
     ensure_debootstrap(&base)?;
     let stage = base.join(format!(".staging.chroot.{}", std::process::id()));
     let _ = fs::remove_dir_all(&stage);
-    let mirror = debian_mirror();
+    let mirror = debian_mirror()?;
     let (suite, extra) = chroot_suites(&kernel.pkg.suite);
     progress(format!("debootstrap --variant=minbase {suite} (build chroot for {}; about a minute)", kernel.pkg.abi));
     let mut c = Command::new("debootstrap");
@@ -141,6 +146,7 @@ pub fn ensure_module(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
     fs::create_dir_all(&build).map_err(io_err("create the module build directory"))?;
     fs::write(build.join("nrlab_importer.c"), SOURCE).map_err(io_err("write the module source"))?;
     fs::write(build.join("Kbuild"), KBUILD).map_err(io_err("write Kbuild"))?;
+    fs::write(build.join("nrlab_importer.h"), HEADER).map_err(io_err("write the module header"))?;
     progress(format!("building {MODULE_FILE} for {} in the chroot", kernel.pkg.abi));
     {
         let _proc = ProcMount::new(&chroot)?;
@@ -168,23 +174,18 @@ pub fn ensure_module(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
 /// The root port address used by the switch and multifunction placements.
 pub const ROOT_PORT_BDF: &str = "0000:00:03.0";
 
-/// The QEMU command line for `topo`.
-pub fn qemu_command(
-    topo: &Topology,
-    vmlinuz: &Path,
-    initramfs: &Path,
-    run_dir: &Path,
-    shapes: Option<&[String]>,
-) -> Command {
-    let mut append = format!(
-        "console=ttyS0 panic=-1 quiet loglevel=4 {} nrlab.mode=importer nrlab.topology={}",
-        topo.cmdline, topo.name
-    );
+/// The lab machine for `topo`: its CPU, kernel command line, ivshmem size
+/// and the two devices placed as the topology says.
+pub fn machine(topo: &Topology, vmlinuz: &Path, initramfs: &Path, run_dir: &Path, shapes: Option<&[String]>) -> Qemu {
+    let mut q = Qemu::new(vmlinuz, initramfs, run_dir)
+        .cpu(&topo.cpu)
+        .append(&format!("{} nrlab.mode=importer nrlab.topology={}", topo.cmdline, topo.name))
+        .ivshmem_size(&topo.ivshmem_size);
     if topo.acs_off {
-        append.push_str(&format!(" pci=disable_acs_redir={ROOT_PORT_BDF}"));
+        q = q.append(&format!("pci=disable_acs_redir={ROOT_PORT_BDF}"));
     }
     if let Some(s) = shapes {
-        append.push_str(&format!(" nrlab.shapes={}", s.join(",")));
+        q = q.append(&format!("nrlab.shapes={}", s.join(",")));
     }
     let ivs = "ivshmem-plain,memdev=hostmem";
     let edu = "edu,dma_mask=0xffffffffffffffff";
@@ -203,31 +204,7 @@ pub fn qemu_command(
             vec![rp.into(), format!("{ivs},bus=rp1,addr=0.0,multifunction=on"), format!("{edu},bus=rp1,addr=0.1")]
         }
     };
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-machine", "q35", "-cpu", topo.cpu, "-smp", "1", "-m", "1G"])
-        .args(["-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", run_dir.join("console.log").display()))
-        .arg("-kernel")
-        .arg(vmlinuz)
-        .arg("-initrd")
-        .arg(initramfs)
-        .args(["-append", &append])
-        .args(["-device", "intel-iommu"])
-        .arg("-object")
-        .arg(format!(
-            "memory-backend-file,size={},share=on,mem-path={},id=hostmem",
-            topo.ivshmem_size,
-            run_dir.join("ivshmem").display()
-        ));
-    for d in devs {
-        c.arg("-device").arg(d);
-    }
-    c.args(["-device", "virtio-serial-pci"])
-        .arg("-chardev")
-        .arg(format!("file,id=vout,path={}", run_dir.join("guest.out").display()))
-        .args(["-device", &format!("virtserialport,chardev=vout,name={OUTPUT_PORT_NAME}")]);
-    c
+    devs.into_iter().fold(q, Qemu::device)
 }
 
 /// Whether the console shows a kernel oops before the guest agent ran.
@@ -241,7 +218,7 @@ pub fn early_oops(run_dir: &Path) -> bool {
 // kmod-shim's prediction and the comparison.
 
 /// One compared field.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// Shape or revocation step.
     pub what: String,
@@ -254,7 +231,7 @@ pub struct Check {
     /// Equal?
     pub agree: bool,
     /// For a disagreement already settled in FINDINGS.md: its id and gist.
-    pub explained: Option<&'static str>,
+    pub explained: Option<String>,
 }
 
 /// The FINDINGS.md entry that explains a disagreement, if any. Only the
@@ -275,7 +252,7 @@ fn errno_str(e: Option<i32>) -> String {
     match e {
         None => "-".into(),
         Some(0) => "0".into(),
-        Some(e) => crate::proto::errno_name(-e),
+        Some(e) => crate::proto::KernelErrno(-e).to_string(),
     }
 }
 
@@ -329,11 +306,10 @@ fn shim_for(rep: &ImporterReport) -> Option<Shim> {
 }
 
 fn export_req(ranges: &[(u64, u64)]) -> Vec<u8> {
-    let mut b = uapi::RequestBuilder::new().region_index(2).open_flags(crate::gen::O_RDWR_CLOEXEC);
-    for &(o, l) in ranges {
-        b = b.range(o, l);
-    }
-    b.encode().unwrap_or_default()
+    let ranges: Vec<uapi::DmaRange> = ranges.iter().map(|&(o, l)| uapi::DmaRange::new(o, l)).collect();
+    uapi::OwnedRequest::well_formed(2, crate::gen::O_RDWR_CLOEXEC, &ranges)
+        .map(|r| r.written_bytes())
+        .unwrap_or_default()
 }
 
 /// kmod-shim's prediction for `ranges` on this topology.
@@ -347,7 +323,7 @@ pub fn predict_shape(rep: &ImporterReport, expect: Expect, ranges: &[(u64, u64)]
     let buf = match s.export(&req) {
         Ok(b) => b,
         Err(e) => {
-            p.export = crate::proto::errno_name(e.errno().code());
+            p.export = e.errno().to_string();
             return p;
         }
     };
@@ -398,7 +374,7 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
             let (k, s) = if topo.expect == Expect::IovaPath {
                 (relative(&r.entries), relative(&p.entries))
             } else {
-                (r.entries.clone(), p.entries.iter().copied().take(crate::importer::MAX_ENTRIES).collect())
+                (r.entries.clone(), p.entries.iter().copied().take(crate::importer_abi::MAX_ENTRIES).collect())
             };
             let fmt = |v: &[(u64, u64)]| v.iter().map(|(a, l)| format!("{a:#x}+{l:#x}")).collect::<Vec<_>>().join(" ");
             let field = if topo.expect == Expect::IovaPath { "(addr-first, len)" } else { "(addr, len)" };
@@ -409,98 +385,100 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
             add(&r.name, "edu reads", kr.join(", "), sr.join(", "));
         }
     }
+    // The revocation steps are values: compared field by field, rendered
+    // only for the report.
+    let reads_bar = |r: &Option<String>| r.as_deref().map(|r| r == "ok");
+    let render_read = |r: Option<bool>| format!("{:?}", r.map(|ok| if ok { "reads the BAR" } else { "does not" }));
     for (k, s) in rep.rev.iter().zip(predict_revocation(rep, topo.expect)) {
-        add(
-            &format!("revocation: {}", k.step),
+        let what = format!("revocation: {}", k.step);
+        let mut add_eq = |field: &str, agree: bool, kernel: String, shim: String| {
+            out.push(Check { what: what.clone(), field: field.into(), kernel, shim, agree, explained: None });
+        };
+        add_eq(
             "invalidations",
+            k.invalidations == s.invalidations,
             k.invalidations.to_string(),
             s.invalidations.to_string(),
         );
-        add(&format!("revocation: {}", k.step), "remap", errno_str(k.remap_err), errno_str(s.remap_err));
-        add(
-            &format!("revocation: {}", k.step),
+        add_eq("remap", k.remap_err == s.remap_err, errno_str(k.remap_err), errno_str(s.remap_err));
+        add_eq(
             "mapping kept",
+            k.mapped_before_remap == s.mapped_before_remap,
             k.mapped_before_remap.to_string(),
             s.mapped_before_remap.to_string(),
         );
-        let kr = k.old_read.as_deref().map(|r| if r == "ok" { "reads the BAR" } else { "does not" });
-        let sr = s.old_read.as_deref().map(|r| if r == "ok" { "reads the BAR" } else { "does not" });
-        add(&format!("revocation: {}", k.step), "old address", format!("{kr:?}"), format!("{sr:?}"));
+        let (kr, sr) = (reads_bar(&k.old_read), reads_bar(&s.old_read));
+        add_eq("old address", kr == sr, render_read(kr), render_read(sr));
     }
     for c in out.iter_mut().filter(|c| !c.agree) {
-        c.explained = explain(topo, c);
+        c.explained = explain(topo, c).map(str::to_string);
     }
     out
 }
 
-/// The guest's revocation sequence on kmod-shim.
-pub fn predict_revocation(rep: &ImporterReport, expect: Expect) -> Vec<RevStep> {
-    let mut out = Vec::new();
-    let Some(mut s) = shim_for(rep) else { return out };
-    let bar_start = rep.ivshmem.as_ref().and_then(|i| i.bars.iter().find(|b| b.index == 2)).map_or(0, |b| b.start);
-    let imp = s.add_importer(importer_desc(expect));
-    let bytes = export_req(&[(0x1000, 0x4000)]);
-    let Ok(req) = uapi::Request::decode(&bytes) else { return out };
-    let Ok(buf) = s.export(&req) else { return out };
-    let Ok(att) = s.attach(buf, imp) else { return out };
-    let first = |s: &Shim, m| s.sg_table(m).and_then(|t| t.pairs().first().map(|e| e.0));
-    let mut cur = None;
-    let map_keep = |s: &mut Shim, cur: &mut Option<kmod_shim::MappingId>| -> (i32, Option<u64>) {
-        match s.map(att) {
+/// kmod-shim as the revocation sequence's backend: the exporter's device,
+/// one attachment and its kept mapping.
+struct ShimRevocation {
+    s: Shim,
+    imp: kmod_shim::ImporterId,
+    att: kmod_shim::AttachmentId,
+    cur: Option<kmod_shim::MappingId>,
+    bar_start: u64,
+}
+
+impl RevocationBackend for ShimRevocation {
+    fn map_keep(&mut self) -> (i32, Option<u64>) {
+        match self.s.map(self.att) {
             Ok(m) => {
-                *cur = Some(m);
-                (0, first(s, m))
+                self.cur = Some(m);
+                (0, self.s.sg_table(m).and_then(|t| t.pairs().first().map(|e| e.0)))
             }
             Err(e) => (-e.errno().code(), None),
         }
-    };
-    let (e, mut old) = map_keep(&mut s, &mut cur);
-    out.push(RevStep { step: "map kept".into(), remap_err: Some(e), ..RevStep::note("map kept", "") });
-    if old.is_none() {
-        return out;
     }
+
+    fn state(&mut self) -> Option<ImporterState> {
+        Some(ImporterState {
+            invalidations: self.s.events().move_notifies as u32,
+            mapped: self.cur.is_some_and(|m| self.s.mapping(m).is_some()),
+        })
+    }
+
     // peer_reach: translation and the BAR's decode (nothing while the
     // memory bit is clear).
-    let reads = |s: &Shim, a: u64| {
-        if s.peer_reach(imp, a).is_some_and(|(pa, _)| pa == bar_start + 0x1000) {
+    fn peer_read(&mut self, dma_addr: u64) -> String {
+        if self.s.peer_reach(self.imp, dma_addr).is_some_and(|(pa, _)| pa == self.bar_start + 0x1000) {
             "ok".to_string()
         } else {
             "not the BAR byte".into()
         }
-    };
-    type Action = fn(&mut Shim);
-    let steps: [(&str, Option<Action>, bool); 5] = [
-        ("map kept: edu reads", None, false),
-        ("memory bit cleared", Some(|s: &mut Shim| s.set_memory_enabled(false)), true),
-        ("memory bit set again", Some(|s: &mut Shim| s.set_memory_enabled(true)), true),
-        // EINVAL (no reset method) leaves everything as it was.
-        (
-            "VFIO_DEVICE_RESET",
-            Some(|s: &mut Shim| {
-                let _ = s.try_reset();
-            }),
-            true,
-        ),
-        ("device fd closed", Some(|s: &mut Shim| s.close_device()), true),
-    ];
-    for (name, action, remap) in steps {
-        if let Some(a) = action {
-            a(&mut s);
-        }
-        let mapped = cur.is_some_and(|m| s.mapping(m).is_some());
-        let old_read = old.map(|a| reads(&s, a));
-        let (remap_err, new) = if remap { map_keep(&mut s, &mut cur) } else { (0, None) };
-        out.push(RevStep {
-            step: name.into(),
-            invalidations: s.events().move_notifies as u32,
-            mapped_before_remap: mapped,
-            remap_err: remap.then_some(remap_err),
-            old_read,
-            note: String::new(),
-        });
-        old = new.or(old);
     }
-    out
+
+    fn act(&mut self, action: Action) -> Option<String> {
+        match action {
+            Action::Observe => {}
+            Action::MemoryOff => self.s.set_memory_enabled(false),
+            Action::MemoryOn => self.s.set_memory_enabled(true),
+            // EINVAL (no reset method) leaves everything as it was.
+            Action::Reset => {
+                let _ = self.s.try_reset();
+            }
+            Action::CloseDevice => self.s.close_device(),
+        }
+        None
+    }
+}
+
+/// The guest's revocation sequence on kmod-shim.
+pub fn predict_revocation(rep: &ImporterReport, expect: Expect) -> Vec<RevStep> {
+    let Some(mut s) = shim_for(rep) else { return Vec::new() };
+    let bar_start = rep.ivshmem.as_ref().and_then(|i| i.bars.iter().find(|b| b.index == 2)).map_or(0, |b| b.start);
+    let imp = s.add_importer(importer_desc(expect));
+    let bytes = export_req(&[(0x1000, 0x4000)]);
+    let Ok(req) = uapi::Request::decode(&bytes) else { return Vec::new() };
+    let Ok(buf) = s.export(&req) else { return Vec::new() };
+    let Ok(att) = s.attach(buf, imp) else { return Vec::new() };
+    revocation::run(&mut ShimRevocation { s, imp, att, cur: None, bar_start })
 }
 
 #[cfg(test)]
@@ -511,12 +489,13 @@ mod tests {
     #[test]
     fn topologies_have_unique_names_and_commands() {
         let t = topologies();
-        let mut names: Vec<_> = t.iter().map(|t| t.name).collect();
+        let mut names: Vec<_> = t.iter().map(|t| t.name.as_str()).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), t.len());
         let sw = t.iter().find(|t| t.placement == Placement::Switch).unwrap();
-        let args: Vec<String> = qemu_command(sw, Path::new("/k"), Path::new("/i"), Path::new("/r"), None)
+        let args: Vec<String> = machine(sw, Path::new("/k"), Path::new("/i"), Path::new("/r"), None)
+            .command()
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -536,7 +515,7 @@ mod tests {
         // Fidelity::Kernel: the second range collides with the first, and
         // VT-d (QEMU's intel-iommu) answers EADDRINUSE (FINDINGS F1).
         let p = predict_shape(&rep, Expect::IovaPath, &sh[1].ranges);
-        assert_eq!(p.map_err, Some(-98));
+        assert_eq!(p.map_err, Some(-validator::Errno::EADDRINUSE.code()));
         let p = predict_shape(&rep, Expect::BusAddr, &sh[1].ranges);
         assert_eq!(p.entries, vec![(0x80_0001_0000, 0x2000), (0x80_0020_0000, 0x3000)]);
         assert!(p.reads_ok.iter().all(|&x| x));

@@ -4,17 +4,33 @@
 //! - [`proto`]: what the guest sends back, and sysfs parsing.
 //! - [`diff`]: predictions with `validator::validate(.., Policy::Linux)` and
 //!   disagreement classes.
-//! - [`host`]: fetching kernels, building the initramfs, booting QEMU.
+//! - [`host`]: the lab's errors, deadline-bounded child processes, host
+//!   tools, temporary directories, the cache root.
+//! - [`debian`]: Debian's packages (mirror from the machine's apt
+//!   configuration, private apt, kernel and header cache).
+//! - [`initramfs`]: the static guest and the initramfs.
+//! - [`qemu`]: one QEMU command builder; each lab adds its devices.
 //! - [`importer`], [`importer_host`]: the importer lab (a real dma-buf
-//!   importer module on edu, per QEMU topology, against kmod-shim).
+//!   importer module on edu, per QEMU topology, against kmod-shim);
+//!   [`importer_abi`]: its ioctl ABI (`importer/nrlab_importer.h`);
+//!   [`revocation`]: the revocation sequence, run on the guest and on
+//!   kmod-shim through one trait.
+//! - [`report`]: the `--report` JSON of both labs, one schema, read back
+//!   by the RFC generator.
 #![forbid(unsafe_code)]
 
+pub mod debian;
 pub mod diff;
 pub mod gen;
 pub mod host;
 pub mod importer;
+pub mod importer_abi;
 pub mod importer_host;
+pub mod initramfs;
 pub mod proto;
+pub mod qemu;
+pub mod report;
+pub mod revocation;
 
 /// The vfio modules in load order, with their parameters. Without
 /// modules.dep there is no modprobe: the order is the dependency order.

@@ -15,10 +15,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use kernel_lab::debian::{self, KernelRequest};
 use kernel_lab::diff::{diff, DiffSummary};
-use kernel_lab::host::{self, progress, KernelRequest, LabError};
-use kernel_lab::proto::{parse_stream, Fact, GuestReport};
-use serde::Serialize;
+use kernel_lab::host::{self, progress, LabError};
+use kernel_lab::proto::{parse_stream, GuestReport};
+use kernel_lab::report::ConformanceReport;
+use kernel_lab::{initramfs, qemu};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,38 +62,41 @@ struct Args {
     show: usize,
 }
 
-/// The `--report` JSON.
-#[derive(Serialize)]
-struct Report<'a> {
-    kernel: &'a str,
-    kernel_package: String,
-    kernel_note: Option<&'a str>,
-    seed: u64,
-    cases: u64,
-    disagreements: u64,
-    cases_per_sec: f64,
-    guest_loop_seconds: f64,
-    guest_setup_seconds: f64,
-    boot_and_run_seconds: f64,
-    wall_seconds: f64,
-    devices: &'a [kernel_lab::proto::DeviceInfo],
-    kernel_answers: &'a std::collections::BTreeMap<String, u64>,
-    predicted_checks: &'a std::collections::BTreeMap<String, u64>,
-    disagreement_classes: &'a [kernel_lab::diff::DisagreementClass],
-    scenario_facts: &'a [Fact],
-}
-
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
     /// The importer lab: a real dma-buf importer (nrlab_importer on edu)
     /// per QEMU topology, compared with kmod-shim (Fidelity::Kernel).
     Importer(importer_cmd::ImporterArgs),
+    /// Prints the include directory of a Debian linux-libc-dev >= 6.19 (the
+    /// <linux/vfio.h> uapi/tests/kernel_header.rs checks against): the newest
+    /// cached, else downloaded from the Debian mirror of the machine's apt
+    /// configuration with a private apt (nothing is installed). Environment:
+    /// NR_RANGES_CACHE, NR_RANGES_DEBIAN_MIRROR, NR_RANGES_DEBIAN_SUITE (sid),
+    /// NR_RANGES_LIBC_DEV_VERSION, NR_RANGES_REFRESH=1.
+    FetchHeader {
+        /// Ask the mirror for its newest version even when one is cached.
+        #[arg(long)]
+        refresh: bool,
+    },
 }
 
 mod importer_cmd;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::FetchHeader { refresh }) = &args.cmd {
+        let req = kernel_lab::debian::HeaderRequest::from_env(*refresh);
+        return match host::cache_root().and_then(|root| kernel_lab::debian::fetch_headers(&root, &req)) {
+            Ok(include) => {
+                println!("{}", include.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kernel-lab fetch-header: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Sub::Importer(a)) = &args.cmd {
         return match importer_cmd::run(a) {
             Ok(0) => ExitCode::SUCCESS,
@@ -118,9 +123,9 @@ fn run(args: &Args) -> Result<u64, LabError> {
     let run_dir = host::tempdir(&std::env::temp_dir(), "nr-ranges-lab")?;
     host::ensure_host_tools(&run_dir.0)?;
 
-    let suites = host::kernel_suites();
+    let suites = debian::kernel_suites();
     let req = KernelRequest { wanted: args.kernel.clone(), refresh: args.refresh, suites };
-    let kernel = host::resolve_kernel(&root, &req)?;
+    let kernel = debian::resolve_kernel(&root, &req)?;
     let t_fetch = t0.elapsed();
     println!(
         "kernel under test: {} (package {} from {}; cached in {})",
@@ -131,13 +136,13 @@ fn run(args: &Args) -> Result<u64, LabError> {
     );
 
     progress("building the static guest (cargo build --release --target x86_64-unknown-linux-gnu, +crt-static)");
-    let guest = host::build_guest(&run_dir.0)?;
+    let guest = initramfs::build_guest(&run_dir.0)?;
     let initramfs = run_dir.0.join("initramfs.cpio");
-    host::build_initramfs(&kernel, &guest, &initramfs)?;
+    initramfs::build_initramfs(&kernel, &guest, &initramfs)?;
     let t_build = t0.elapsed();
 
     let timeout = Duration::from_secs(args.timeout.unwrap_or(90 + args.cases / 5_000));
-    let spec = host::BootSpec {
+    let spec = qemu::BootSpec {
         vmlinuz: kernel.vmlinuz(),
         initramfs,
         cases: args.cases,
@@ -153,7 +158,7 @@ fn run(args: &Args) -> Result<u64, LabError> {
         timeout.as_secs()
     ));
     let tb = Instant::now();
-    let stream = host::boot(&spec);
+    let stream = qemu::boot(&spec);
     let boot_secs = tb.elapsed().as_secs_f64();
     if args.keep_run_dir || stream.is_err() {
         // Keep the evidence of a failure (console log, QEMU log).
@@ -184,10 +189,10 @@ fn run(args: &Args) -> Result<u64, LabError> {
     );
 
     if let Some(path) = &args.report {
-        let r = Report {
-            kernel: &guest_report.kernel,
+        let r = ConformanceReport {
+            kernel: guest_report.kernel.clone(),
             kernel_package: format!("{} {} ({})", kernel.pkg.abi, kernel.pkg.version, kernel.pkg.suite),
-            kernel_note: kernel.note.as_deref(),
+            kernel_note: kernel.note.clone(),
             seed: guest_report.seed,
             cases: summary.cases,
             disagreements: summary.disagreements,
@@ -196,11 +201,11 @@ fn run(args: &Args) -> Result<u64, LabError> {
             guest_setup_seconds: guest_report.setup_ns as f64 / 1e9,
             boot_and_run_seconds: boot_secs,
             wall_seconds: t0.elapsed().as_secs_f64(),
-            devices: &guest_report.devices,
-            kernel_answers: &summary.kernel_answers,
-            predicted_checks: &summary.predicted_checks,
-            disagreement_classes: &summary.classes,
-            scenario_facts: &guest_report.facts,
+            devices: guest_report.devices.clone(),
+            kernel_answers: summary.kernel_answers.clone(),
+            predicted_checks: summary.predicted_checks.clone(),
+            disagreement_classes: summary.classes.clone(),
+            scenario_facts: guest_report.facts.clone(),
         };
         let json = serde_json::to_string_pretty(&r).map_err(|e| LabError::Io(format!("report: {e}")))?;
         std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;

@@ -242,18 +242,24 @@ impl Observed {
         match self {
             Observed::Ok => "ok (no fd)".into(),
             Observed::DmaBuf(s) => format!("ok dma-buf size={s}"),
-            Observed::Errno(e) => errno_name(e),
-            Observed::LseekFailed(e) => format!("ok dma-buf, lseek failed {}", errno_name(e)),
+            Observed::Errno(e) => KernelErrno(e).to_string(),
+            Observed::LseekFailed(e) => format!("ok dma-buf, lseek failed {}", KernelErrno(e)),
             Observed::NotSent => "not sent".into(),
         }
     }
 }
 
-/// `EINVAL (22)` for known errnos, `errno 123` otherwise.
-pub fn errno_name(e: i32) -> String {
-    match validator::Errno::from_code(e) {
-        Some(n) => format!("{n}"),
-        None => format!("{} ({e})", nix::errno::Errno::from_raw(e)),
+/// An errno as the kernel returned it, printed as its [`validator::Errno`]
+/// name, or as `errno N` for a number the workspace does not name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelErrno(pub i32);
+
+impl std::fmt::Display for KernelErrno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match validator::Errno::from_code(self.0) {
+            Some(e) => write!(f, "{e}"),
+            None => write!(f, "errno {}", self.0),
+        }
     }
 }
 
@@ -420,8 +426,11 @@ mod tests {
 
     #[test]
     fn errno_names() {
-        assert_eq!(errno_name(22), "EINVAL");
-        assert_eq!(errno_name(75), "EOVERFLOW");
-        assert!(errno_name(9).contains("EBADF"));
+        use validator::Errno;
+        assert_eq!(KernelErrno(Errno::EINVAL.code()).to_string(), "EINVAL");
+        assert_eq!(KernelErrno(Errno::EOVERFLOW.code()).to_string(), "EOVERFLOW");
+        assert_eq!(KernelErrno(Errno::EBADF.code()).to_string(), "EBADF");
+        let unnamed = (1..200).find(|&c| Errno::from_code(c).is_none()).unwrap();
+        assert_eq!(KernelErrno(unnamed).to_string(), format!("errno {unnamed}"));
     }
 }

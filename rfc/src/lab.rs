@@ -1,48 +1,14 @@
 //! The real kernel's facts: the kernel lab run as a subprocess, its JSON
 //! report kept as evidence, and turned into tables.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
-/// The parts of kernel-lab's `--report` JSON the RFC uses
-/// (kernel-lab/src/main.rs, `struct Report`).
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-pub struct LabReport {
-    /// `uname -r` of the guest.
-    pub kernel: String,
-    /// Debian package.
-    pub kernel_package: String,
-    /// Seed.
-    pub seed: u64,
-    /// Cases run.
-    pub cases: u64,
-    /// Cases where the kernel and `Policy::Linux` disagreed.
-    pub disagreements: u64,
-    /// Guest ioctl loop rate.
-    pub cases_per_sec: f64,
-    /// Kernel answers by class.
-    pub kernel_answers: BTreeMap<String, u64>,
-    /// The validator check that decided each case.
-    pub predicted_checks: BTreeMap<String, u64>,
-    /// Scenario facts.
-    #[serde(default)]
-    pub scenario_facts: Vec<Fact>,
-}
-
-/// One scenario fact.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-pub struct Fact {
-    /// Scenario.
-    pub scenario: String,
-    /// Step.
-    pub step: String,
-    /// What the kernel did.
-    pub result: String,
-}
+/// kernel-lab's `--report` JSON, as kernel-lab defines it.
+pub use kernel_lab::report::ConformanceReport as LabReport;
+/// kernel-lab's `importer --report` JSON, as kernel-lab defines it.
+pub use kernel_lab::report::ImporterLabReport;
 
 /// Why the lab gave no fresh report.
 #[derive(Debug)]
@@ -75,8 +41,13 @@ impl std::fmt::Display for LabError {
 
 impl std::error::Error for LabError {}
 
-/// Parses a report.
+/// Parses a conformance report.
 pub fn parse(json: &str) -> Result<LabReport, LabError> {
+    serde_json::from_str(json).map_err(|e| LabError::Report(e.to_string()))
+}
+
+/// Parses an importer report.
+pub fn parse_importer(json: &str) -> Result<ImporterLabReport, LabError> {
     serde_json::from_str(json).map_err(|e| LabError::Report(e.to_string()))
 }
 
@@ -152,14 +123,6 @@ pub fn markdown(r: &LabReport, provenance: &str) -> String {
     s
 }
 
-/// A fact's result, if the report has it (by scenario and step prefix).
-pub fn fact<'a>(r: &'a LabReport, scenario: &str, step_prefix: &str) -> Option<&'a str> {
-    r.scenario_facts
-        .iter()
-        .find(|f| f.scenario == scenario && f.step.starts_with(step_prefix))
-        .map(|f| f.result.as_str())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,12 +130,28 @@ mod tests {
     #[test]
     fn parses_a_report_and_tolerates_extra_fields() {
         let j = r#"{"kernel":"7.2.13+deb14-cloud-amd64","kernel_package":"p","kernel_note":null,"seed":1,"cases":10,
-            "disagreements":0,"cases_per_sec":5.0,"kernel_answers":{"EINVAL":10},"predicted_checks":{"NoRanges":10},
+            "disagreements":0,"cases_per_sec":5.0,"guest_loop_seconds":1.0,"guest_setup_seconds":1.0,
+            "boot_and_run_seconds":1.0,"wall_seconds":1.0,"devices":[],"kernel_answers":{"EINVAL":10},
+            "predicted_checks":{"NoRanges":10},"disagreement_classes":[],
             "scenario_facts":[{"scenario":"open-flags","step":"open_flags 0xffffffff","result":"F_GETFL=0o4003"}],"new":1}"#;
         let r = parse(j).unwrap();
         assert_eq!(r.cases, 10);
-        assert_eq!(fact(&r, "open-flags", "open_flags 0xff"), Some("F_GETFL=0o4003"));
+        assert_eq!(r.fact("open-flags", "open_flags 0xff"), Some("F_GETFL=0o4003"));
         assert!(markdown(&r, "fresh").contains("**0 disagreements**"));
         assert!(matches!(parse("{}"), Err(LabError::Report(_))));
+    }
+
+    /// The committed evidence reads as kernel-lab's own types, and writes
+    /// back as the same JSON.
+    #[test]
+    fn committed_evidence_is_the_lab_schema() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("evidence");
+        let text = std::fs::read_to_string(dir.join("kernel-lab-report.json")).unwrap();
+        let r = parse(&text).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&r).unwrap() + "\n", text);
+        let text = std::fs::read_to_string(dir.join("kernel-importer-7.2.json")).unwrap();
+        let r = parse_importer(&text).unwrap();
+        assert!(r.checks().count() > 100);
+        assert_eq!(serde_json::to_string_pretty(&r).unwrap() + "\n", text);
     }
 }

@@ -361,9 +361,8 @@ fn strict_md(f: &report::Findings, lab: Option<&LabReport>) -> String {
     let rules = semantics::strict();
     let count = |k: &str| lab.and_then(|r| r.predicted_checks.get(k)).copied().unwrap_or(0);
     let kernel = lab.map_or("the kernel lab (no report)".to_string(), |r| format!("Linux {}", r.kernel));
-    let open = lab.and_then(|r| lab::fact(r, "open-flags", "open_flags 0xffffffff")).unwrap_or("(no lab fact)");
-    let nonblock =
-        lab.and_then(|r| lab::fact(r, "open-flags", "open_flags O_RDWR|O_NONBLOCK")).unwrap_or("(no lab fact)");
+    let open = lab.and_then(|r| r.fact("open-flags", "open_flags 0xffffffff")).unwrap_or("(no lab fact)");
+    let nonblock = lab.and_then(|r| r.fact("open-flags", "open_flags O_RDWR|O_NONBLOCK")).unwrap_or("(no lab fact)");
     let maxnr = f.max_nr_ranges.values().max().copied().unwrap_or(0);
     let evidence = [
         format!("Measured on {kernel}: the range array is copied as `nr_ranges * 16` bytes whatever argsz says; {} lab requests were decided by `memdup_array_user()` (EFAULT {}, ENOMEM {}) with the validator, which ignores argsz under `Policy::Linux`, agreeing on every one.", count("RangeArrayFault") + count("RangeArrayTooLarge"), count("RangeArrayFault"), count("RangeArrayTooLarge")),
@@ -409,18 +408,15 @@ fn alternatives_md(f: &report::Findings) -> String {
 /// read from it, the facts are those its findings established.
 fn importer_md(root: &std::path::Path) -> String {
     let path = root.join("rfc/evidence/kernel-importer-7.2.json");
-    let report: Option<serde_json::Value> =
-        std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let report = std::fs::read_to_string(&path).ok().and_then(|t| lab::parse_importer(&t).ok());
     let Some(report) = report else {
         return format!("\n### After the fd: a real importer\n\nNo importer report at {}.\n", path.display());
     };
-    let kernel = report["kernel"].as_str().unwrap_or("?");
-    let topologies = report["topologies"].as_array().cloned().unwrap_or_default();
-    let checks: Vec<&serde_json::Value> =
-        topologies.iter().flat_map(|t| t["checks"].as_array().into_iter().flatten()).collect();
-    let agree = checks.iter().filter(|c| c["agree"].as_bool() == Some(true)).count();
-    let unexplained: u64 = topologies.iter().filter_map(|t| t["unexplained"].as_u64()).sum();
-    let compared = topologies.iter().filter(|t| t["checks"].as_array().is_some_and(|c| !c.is_empty())).count();
+    let kernel = &report.kernel;
+    let checks: Vec<_> = report.checks().collect();
+    let agree = checks.iter().filter(|c| c.agree).count();
+    let unexplained: usize = report.topologies.iter().map(|t| t.unexplained).sum();
+    let compared = report.topologies.iter().filter(|t| !t.checks.is_empty()).count();
     format!(
         "\n### After the fd: a real importer\n\n\
          The kernel lab's test importer module (kernel-lab/importer/) attaches to the dma-buf from a second \

@@ -13,8 +13,8 @@
 //!
 //! Where the header comes from: `$NR_RANGES_KERNEL_INCLUDE` if set (a
 //! directory holding `linux/vfio.h`), else whatever
-//! `scripts/fetch-kernel-header.sh` prints (Debian sid's `linux-libc-dev`,
-//! downloaded once into a cache). If neither works, the test fails and says
+//! `kernel-lab fetch-header` prints (Debian sid's `linux-libc-dev`,
+//! downloaded once into a cache, with the lab's Debian fetcher). If neither works, the test fails and says
 //! how to get one; it never skips. The C compiler is `$CC`, else `cc`.
 #![cfg(all(target_os = "linux", feature = "std"))]
 
@@ -35,7 +35,9 @@ use zerocopy::{FromBytes, IntoBytes, KnownLayout};
 
 const ENV_INCLUDE: &str = "NR_RANGES_KERNEL_INCLUDE";
 const PROBE_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/layout_probe.c");
-const FETCH_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/fetch-kernel-header.sh");
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// How the header is fetched, for messages.
+const FETCH_COMMAND: &str = "cargo run --release -p kernel-lab -- fetch-header";
 
 /// One `VFIO_DEVICE_FEATURE(DMA_BUF)` argument, built by both sides. `None`
 /// means "the default": `GET | DMA_BUF`, `argsz` covering everything written,
@@ -457,10 +459,10 @@ impl KernelHeader {
 }
 
 const HOW_TO_GET_A_HEADER: &str = "How to get the header this test needs (<linux/vfio.h> of Linux >= 6.19, with \
-VFIO_DEVICE_FEATURE_DMA_BUF):\n  - run scripts/fetch-kernel-header.sh (see its --help): it downloads Debian sid's \
-linux-libc-dev into a cache (needs apt-get/dpkg-deb and network access to a Debian mirror; NR_RANGES_CACHE, \
-NR_RANGES_DEBIAN_MIRROR etc. adjust it) and prints the include directory; the test runs it itself when \
-NR_RANGES_KERNEL_INCLUDE is unset, so a working script is enough;\n  - or set NR_RANGES_KERNEL_INCLUDE to an include \
+VFIO_DEVICE_FEATURE_DMA_BUF):\n  - run `cargo run --release -p kernel-lab -- fetch-header` (see its --help): it \
+downloads Debian sid's linux-libc-dev into a cache (needs apt-get/dpkg-deb and network access to the Debian mirror \
+of the machine's apt sources; NR_RANGES_CACHE, NR_RANGES_DEBIAN_MIRROR etc. adjust it) and prints the include \
+directory; the test runs it itself when NR_RANGES_KERNEL_INCLUDE is unset, so a working command is enough;\n  - or set NR_RANGES_KERNEL_INCLUDE to an include \
 directory that has linux/vfio.h (e.g. the `usr/include` of an extracted linux-libc-dev >= 6.19, or of `make \
 headers_install` from a kernel tree).";
 
@@ -473,18 +475,21 @@ fn kernel_header() -> KernelHeader {
         return KernelHeader { include, origin: format!("from {ENV_INCLUDE}") };
     }
 
-    let script = Path::new(FETCH_SCRIPT);
-    let out = Command::new(script).output().unwrap_or_else(|e| {
-        panic!("{ENV_INCLUDE} is unset and {} could not be run: {e}\n{HOW_TO_GET_A_HEADER}", script.display())
-    });
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(WORKSPACE)
+        .args(["run", "--quiet", "--release", "-p", "kernel-lab", "--", "fetch-header"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{ENV_INCLUDE} is unset and `{FETCH_COMMAND}` could not be run: {e}\n{HOW_TO_GET_A_HEADER}")
+        });
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let dir = stdout.trim_end_matches('\n');
     if !out.status.success() || dir.is_empty() || dir.contains('\n') {
         panic!(
-            "{ENV_INCLUDE} is unset and {} failed ({}), so there is no kernel header to check the layout \
-             against.\nIts stderr:\n{}\nIts stdout:\n{}\n{HOW_TO_GET_A_HEADER}",
-            script.display(),
+            "{ENV_INCLUDE} is unset and `{FETCH_COMMAND}` failed ({}), so there is no kernel header to check the \
+             layout against.\nIts stderr:\n{}\nIts stdout:\n{}\n{HOW_TO_GET_A_HEADER}",
             out.status,
             indent(&stderr),
             indent(&stdout)
@@ -493,8 +498,7 @@ fn kernel_header() -> KernelHeader {
     let include = PathBuf::from(dir);
     if let Err(why) = usable(&include) {
         panic!(
-            "{} printed {}: {why}.\nIts stderr:\n{}\n{HOW_TO_GET_A_HEADER}",
-            script.display(),
+            "`{FETCH_COMMAND}` printed {}: {why}.\nIts stderr:\n{}\n{HOW_TO_GET_A_HEADER}",
             include.display(),
             indent(&stderr)
         );
@@ -506,7 +510,7 @@ fn kernel_header() -> KernelHeader {
         .and_then(|m| m.lines().find_map(|l| l.strip_prefix("version=").map(str::to_owned)))
         .or_else(|| root.and_then(|r| r.file_name()).map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "of unknown version".to_string());
-    KernelHeader { include, origin: format!("linux-libc-dev {version} via scripts/fetch-kernel-header.sh") }
+    KernelHeader { include, origin: format!("linux-libc-dev {version} via `{FETCH_COMMAND}`") }
 }
 
 /// Whether `include` has a `linux/vfio.h` new enough to check against.

@@ -1,0 +1,129 @@
+//! The lab's guest agent: `/init` of the initramfs.
+//!
+//! It mounts the pseudo filesystems, loads the vfio modules, binds the lab's
+//! devices to vfio-pci, opens them the classic way (container, group,
+//! type1v2), runs the seeded batch of `VFIO_DEVICE_FEATURE(DMA_BUF)` requests
+//! and the scenarios, streams the answers to the host over virtio-serial
+//! (the serial console is far too slow for megabytes) and powers off.
+//! Whatever goes wrong, it reports the error on the stream and powers off: a
+//! guest that returns from `/init` would make the kernel panic.
+//!
+//! Modules: [`vfio`] (binding, the one VFIO open sequence, exports),
+//! [`batch`] (the lab's devices and the seeded batch), [`scenarios`],
+//! [`importer_mode`] (`nrlab.mode=importer`), [`stream`] (the
+//! virtio-serial report).
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use kernel_lab::gen::{Case, Gen, O_RDWR_CLOEXEC, PAGE};
+use kernel_lab::proto::{parse_resource, BarType, DeviceInfo, Fact, GuestReport, Observed, PROTOCOL_VERSION};
+use kernel_lab::{GUEST_MODULES, LAB_DEVICES, OUTPUT_PORT_NAME};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::mman::ProtFlags;
+use nix::unistd::Whence;
+use uapi::ioctl::{mmap_probe, Container, Device, FeatureReply, Group, GuardedArg, IoctlError};
+use uapi::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE1V2_IOMMU};
+
+/// Errors of the guest, reported to the host as text.
+pub(crate) type GResult<T> = Result<T, String>;
+
+mod batch;
+mod importer_mode;
+mod scenarios;
+mod stream;
+mod vfio;
+
+use batch::*;
+use scenarios::*;
+use stream::*;
+use vfio::*;
+
+fn main() {
+    let mut report = GuestReport { protocol: PROTOCOL_VERSION, ..Default::default() };
+    let mut results = Vec::new();
+    if let Err(e) = mount_pseudo_filesystems() {
+        println!("nr-ranges-guest: {e}");
+    }
+    report.kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w == "nrlab.mode=importer") {
+        let mut rep = kernel_lab::importer::ImporterReport { kernel: report.kernel.clone(), ..Default::default() };
+        if let Err(e) = importer_mode::run(&mut rep) {
+            println!("nr-ranges-guest: error: {e}");
+            rep.error = Some(e);
+        }
+        rep.dmesg = importer_mode::dmesg();
+        let line = serde_json::to_vec(&rep).unwrap_or_default();
+        if let Err(e) = send_raw(&line) {
+            println!("nr-ranges-guest: cannot send the report: {e}");
+        }
+        nix::unistd::sync();
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        return;
+    }
+    if let Err(e) = run(&mut report, &mut results) {
+        println!("nr-ranges-guest: error: {e}");
+        report.error = Some(e);
+    }
+    report.results_len = results.len() as u64;
+    if let Err(e) = send(&report, &results) {
+        println!("nr-ranges-guest: cannot send the report: {e}");
+    }
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+}
+
+fn mount_pseudo_filesystems() -> GResult<()> {
+    use nix::mount::{mount, MsFlags};
+    for (src, target, fstype) in
+        [("proc", "/proc", "proc"), ("sysfs", "/sys", "sysfs"), ("devtmpfs", "/dev", "devtmpfs")]
+    {
+        let _ = fs::create_dir_all(target);
+        mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>)
+            .map_err(|e| format!("mount {fstype} on {target}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `nrlab.KEY=VALUE` from the kernel command line.
+fn cmdline_u64(cmdline: &str, key: &str, default: u64) -> GResult<u64> {
+    let prefix = format!("nrlab.{key}=");
+    match cmdline.split_whitespace().find_map(|w| w.strip_prefix(&prefix)) {
+        Some(v) => v.parse().map_err(|_| format!("bad {prefix}{v} on the kernel command line")),
+        None => Ok(default),
+    }
+}
+
+fn uptime_ns() -> u64 {
+    let s = fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let secs: f64 = s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (secs * 1e9) as u64
+}
+
+pub(crate) fn load_modules() -> GResult<()> {
+    for (name, params) in GUEST_MODULES {
+        let path = format!("/lib/modules/{name}.ko");
+        let f = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+        let params = CString::new(*params).map_err(|_| format!("bad parameters for {name}"))?;
+        match nix::kmod::finit_module(&f, &params, nix::kmod::ModuleInitFlags::empty()) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(format!("finit_module({name}): {e} (is the module from the same kernel?)")),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn sysfs(path: &str) -> GResult<String> {
+    fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("read {path}: {e}"))
+}
+
+pub(crate) fn errno_text(e: Errno) -> String {
+    kernel_lab::proto::KernelErrno(e as i32).to_string()
+}
