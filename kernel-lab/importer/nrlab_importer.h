@@ -5,7 +5,7 @@
  * that no field means different things for different operations; every
  * struct ends its inputs and outputs with the same status.
  *
- * Mirrored by kernel-lab/src/importer_abi.rs (zerocopy); every size and
+ * Mirrored by kernel-lab/src/importer/abi.rs (zerocopy); every size and
  * offset is pinned by kernel-lab/tests/importer_header.rs, which compiles
  * this header.
  */

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use kernel_lab::debian::{self, Kernel, KernelRequest};
 use kernel_lab::host::{self, progress, LabError};
+use kernel_lab::importer::host as importer_host;
 use kernel_lab::importer::{topologies, ImporterReport, Topology};
-use kernel_lab::importer_host;
 use kernel_lab::report::{ImporterLabReport, TopologyResult};
 use kernel_lab::{initramfs, qemu};
 

@@ -1,31 +1,28 @@
 //! The kernel lab: real Debian kernels as the oracle for the validator.
 //!
-//! - [`gen`]: deterministic request generators biased to the edges.
-//! - [`proto`]: what the guest sends back, and sysfs parsing.
-//! - [`diff`]: predictions with `validator::validate(.., Policy::Linux)` and
-//!   disagreement classes.
+//! - [`conformance`]: the conformance lab: [`conformance::gen`], request
+//!   generators biased to the edges, and [`conformance::diff`], predictions
+//!   with `validator::validate(.., Policy::Linux)` and disagreement classes.
+//! - [`proto`]: what the guest sends back, and sysfs parsing (both labs).
 //! - [`host`]: the lab's errors, deadline-bounded child processes, host
 //!   tools, temporary directories, the cache root.
 //! - [`debian`]: Debian's packages (mirror from the machine's apt
 //!   configuration, private apt, kernel and header cache).
 //! - [`initramfs`]: the static guest and the initramfs.
 //! - [`qemu`]: one QEMU command builder; each lab adds its devices.
-//! - [`importer`], [`importer_host`]: the importer lab (a real dma-buf
-//!   importer module on edu, per QEMU topology, against kmod-shim);
-//!   [`importer_abi`]: its ioctl ABI (`importer/nrlab_importer.h`);
+//! - [`importer`]: the importer lab (a real dma-buf importer module on edu,
+//!   per QEMU topology, against kmod-shim): [`importer::host`] builds and
+//!   compares, [`importer::abi`] is its ioctl ABI (`importer/nrlab_importer.h`);
 //!   [`revocation`]: the revocation sequence, run on the guest and on
 //!   kmod-shim through one trait.
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 pub mod debian;
-pub mod diff;
-pub mod gen;
 pub mod host;
 pub mod importer;
-pub mod importer_abi;
-pub mod importer_host;
 pub mod initramfs;
 pub mod proto;
 pub mod qemu;

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use kernel_lab::conformance::diff::{diff, DiffSummary};
 use kernel_lab::debian::{self, KernelRequest};
-use kernel_lab::diff::{diff, DiffSummary};
 use kernel_lab::host::{self, progress, LabError};
 use kernel_lab::proto::{parse_stream, GuestReport};
 use kernel_lab::report::ConformanceReport;

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::diff::DisagreementClass;
+use crate::conformance::diff::DisagreementClass;
+use crate::importer::host::Check;
 use crate::importer::{ImporterReport, Topology};
-use crate::importer_host::Check;
 use crate::proto::{DeviceInfo, Fact};
 
 /// `kernel-lab --report`: the conformance batch and the scenarios.
@@ -69,7 +69,7 @@ pub struct ImporterLabReport {
     pub kernel: String,
     /// The Debian package: ABI, version and suite.
     pub kernel_package: String,
-    /// `importer_host::source_hash()` of the module that ran.
+    /// `importer::host::source_hash()` of the module that ran.
     pub module_hash: String,
     /// Seconds to resolve the kernel, build the module, guest and initramfs.
     pub prepare_seconds: f64,

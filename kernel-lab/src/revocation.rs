@@ -7,8 +7,8 @@
 //!
 //! [`run`] drives a [`RevocationBackend`]: the real device and
 //! `nrlab_importer` in the guest, kmod-shim on the host
-//! (`importer_host::predict_revocation`). Both give [`RevStep`] values,
-//! compared field by field (`importer_host::compare`).
+//! (`importer::host::predict_revocation`). Both give [`RevStep`] values,
+//! compared field by field (`importer::host::compare`).
 
 use crate::importer::RevStep;
 

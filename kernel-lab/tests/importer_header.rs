@@ -1,5 +1,5 @@
 //! `importer/nrlab_importer.h` compiled and compared with
-//! `kernel_lab::importer_abi`: every struct's size and alignment, every
+//! `kernel_lab::importer::abi`: every struct's size and alignment, every
 //! field's offset and size, every constant and ioctl code.
 //!
 //! The header needs the kernel's UAPI `<linux/types.h>` and
@@ -15,7 +15,7 @@ use std::mem::{align_of, offset_of, size_of};
 use std::path::PathBuf;
 use std::process::Command;
 
-use kernel_lab::importer_abi::*;
+use kernel_lab::importer::abi::*;
 
 const HEADER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/importer");
 
@@ -123,6 +123,6 @@ fn header_matches_the_rust_mirror() {
         .filter(|(expr, rust)| c_facts.get(expr.as_str()) != Some(rust))
         .map(|(expr, rust)| format!("{expr}: C {:?}, Rust {rust}", c_facts.get(expr.as_str())))
         .collect();
-    assert!(wrong.is_empty(), "the header and importer_abi disagree:\n{}", wrong.join("\n"));
+    assert!(wrong.is_empty(), "the header and importer::abi disagree:\n{}", wrong.join("\n"));
     assert_eq!(c_facts.len(), facts.len());
 }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kernel_lab::gen::{BarLens, Gen};
+use kernel_lab::conformance::gen::{BarLens, Gen};
 use props::fixtures::{edge_device, edge_values, GIB};
 use props::lifecycle::Op;
 use props::scenario::{Field, Scenario, Val};
@@ -26,7 +26,7 @@ fn main() {
         let _ = std::fs::remove_dir_all(d);
         std::fs::create_dir_all(d).expect("mkdir");
     }
-    assert_eq!(props::fixtures::NR_RANGES_EDGES, kernel_lab::gen::NR_RANGES_EDGES, "mirror out of date");
+    assert_eq!(props::fixtures::NR_RANGES_EDGES, kernel_lab::conformance::gen::NR_RANGES_EDGES, "mirror out of date");
     let page = 0x1000;
     let r = DmaRange::new;
 

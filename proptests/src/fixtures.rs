@@ -112,7 +112,7 @@ pub fn edge_values(page: u64, bar_len: u64) -> Vec<u64> {
 }
 
 /// The `nr_ranges` values the kernel lab's generator favours
-/// (`kernel_lab::gen::NR_RANGES_EDGES`, mirrored here so that the tests do
+/// (`kernel_lab::conformance::gen::NR_RANGES_EDGES`, mirrored here so that the tests do
 /// not depend on the lab; `examples/fuzz-seeds.rs` asserts they agree): none,
 /// one, two, eight, the Strict cap, the 4 KiB-page kmalloc limit, one past
 /// it, and u32::MAX.

@@ -3,13 +3,13 @@
 //! then revocation. See `kernel_lab::importer`.
 
 use crate::*;
-use kernel_lab::importer::{
-    classify, pattern, read_plan, shapes, ImporterReport, Read, RevStep, ShapeResult, DEV_NODE, MODULE_FILE,
-};
-use kernel_lab::importer_abi::{
+use kernel_lab::importer::abi::{
     NrlabAttach, NrlabDistance, NrlabDma, NrlabEntry, NrlabIova, NrlabMap, NrlabStatus, IOVA_READ, MAX_DMA,
     MAX_ENTRIES, NRLAB_IOCTL_ATTACH, NRLAB_IOCTL_DETACH, NRLAB_IOCTL_DISTANCE, NRLAB_IOCTL_DMA, NRLAB_IOCTL_IOVA,
     NRLAB_IOCTL_MAP, NRLAB_IOCTL_STATUS,
+};
+use kernel_lab::importer::{
+    classify, pattern, read_plan, shapes, ImporterReport, Read, RevStep, ShapeResult, DEV_NODE, MODULE_FILE,
 };
 use kernel_lab::revocation::{Action, ImporterState, RevocationBackend};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};

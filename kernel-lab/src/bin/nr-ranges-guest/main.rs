@@ -21,7 +21,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use kernel_lab::gen::{Case, Gen, O_RDWR_CLOEXEC, PAGE};
+use kernel_lab::conformance::gen::{Case, Gen, O_RDWR_CLOEXEC, PAGE};
 use kernel_lab::proto::{parse_resource, BarType, DeviceInfo, Fact, GuestReport, Observed, PROTOCOL_VERSION};
 use kernel_lab::{GUEST_MODULES, LAB_DEVICES, OUTPUT_PORT_NAME};
 use nix::errno::Errno;

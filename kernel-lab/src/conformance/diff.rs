@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use validator::{validate, Outcome, Policy};
 
-use crate::gen::Gen;
+use crate::conformance::gen::Gen;
 use crate::proto::{DeviceInfo, Observed};
 
 /// What the validator predicts for a case, in the terms the guest observes.
-pub fn predict(case: &crate::gen::Case, dev: &validator::Device) -> (Observed, &'static str) {
+pub fn predict(case: &crate::conformance::gen::Case, dev: &validator::Device) -> (Observed, &'static str) {
     match validate(&case.request(), dev, Policy::Linux) {
         Ok(Outcome::Probe) | Ok(Outcome::OtherFeature { .. }) => (Observed::Ok, "Probe"),
         Ok(Outcome::DmaBuf(e)) => (Observed::DmaBuf(e.size), "DmaBuf"),
@@ -71,7 +71,7 @@ pub fn diff(seed: u64, devices: &[DeviceInfo], observed: &[Observed]) -> DiffSum
     let models: Vec<validator::Device> = devices.iter().map(DeviceInfo::to_validator).collect();
     let mut sum = DiffSummary { cases: observed.len() as u64, ..Default::default() };
     let mut classes: BTreeMap<(String, String, usize), DisagreementClass> = BTreeMap::new();
-    let mut case = crate::gen::Case::default();
+    let mut case = crate::conformance::gen::Case::default();
     for (i, &got) in observed.iter().enumerate() {
         gen.next_into(&mut case);
         *sum.kernel_answers.entry(kind(got)).or_default() += 1;

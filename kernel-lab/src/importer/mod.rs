@@ -10,7 +10,10 @@
 //!
 //! This module is shared by host and guest: the request shapes, the
 //! topologies and the report types; the fixture's ioctls are
-//! [`crate::importer_abi`].
+//! [`crate::importer::abi`].
+
+pub mod abi;
+pub mod host;
 
 use serde::{Deserialize, Serialize};
 

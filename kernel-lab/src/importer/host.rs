@@ -17,11 +17,11 @@ use crate::revocation::{self, Action, ImporterState, RevocationBackend};
 
 /// The fixture's source, built into the lab so that the cache key is the
 /// source itself.
-pub const SOURCE: &str = include_str!("../importer/nrlab_importer.c");
-/// Its ABI header (mirrored by `crate::importer_abi`).
-pub const HEADER: &str = include_str!("../importer/nrlab_importer.h");
+pub const SOURCE: &str = include_str!("../../importer/nrlab_importer.c");
+/// Its ABI header (mirrored by `crate::importer::abi`).
+pub const HEADER: &str = include_str!("../../importer/nrlab_importer.h");
 /// Its Kbuild file.
-pub const KBUILD: &str = include_str!("../importer/Kbuild");
+pub const KBUILD: &str = include_str!("../../importer/Kbuild");
 const CHROOT_MARKER: &str = ".nr-ranges-chroot";
 
 fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> LabError {
@@ -307,7 +307,7 @@ fn shim_for(rep: &ImporterReport) -> Option<Shim> {
 
 fn export_req(ranges: &[(u64, u64)]) -> Vec<u8> {
     let ranges: Vec<uapi::DmaRange> = ranges.iter().map(|&(o, l)| uapi::DmaRange::new(o, l)).collect();
-    uapi::OwnedRequest::well_formed(2, crate::gen::O_RDWR_CLOEXEC, &ranges)
+    uapi::OwnedRequest::well_formed(2, crate::conformance::gen::O_RDWR_CLOEXEC, &ranges)
         .map(|r| r.written_bytes())
         .unwrap_or_default()
 }
@@ -374,7 +374,7 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
             let (k, s) = if topo.expect == Expect::IovaPath {
                 (relative(&r.entries), relative(&p.entries))
             } else {
-                (r.entries.clone(), p.entries.iter().copied().take(crate::importer_abi::MAX_ENTRIES).collect())
+                (r.entries.clone(), p.entries.iter().copied().take(crate::importer::abi::MAX_ENTRIES).collect())
             };
             let fmt = |v: &[(u64, u64)]| v.iter().map(|(a, l)| format!("{a:#x}+{l:#x}")).collect::<Vec<_>>().join(" ");
             let field = if topo.expect == Expect::IovaPath { "(addr-first, len)" } else { "(addr, len)" };
