@@ -1,7 +1,6 @@
 //! Compiles the C baseline (`c/linux_checks.c`) at -O2, the kernel's
 //! optimisation level, with the errno numbers it returns taken from
 //! `validator::Errno` (so that no errno is written as a number in C either).
-#![forbid(unsafe_code)]
 
 use validator::Errno;
 

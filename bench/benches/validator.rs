@@ -15,7 +15,6 @@
 //!   written into a preallocated array (the kernel's `priv->phys_vec`).
 //! - `plain_read`: xor of every `u64` of the range array.
 #![allow(missing_docs, reason = "criterion_group! defines a pub fn in a bench harness, which has no API to document")]
-#![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::time::Duration;

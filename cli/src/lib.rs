@@ -2,7 +2,6 @@
 //! device-file parsing, verdict formatting, and the line loops of
 //! `nr-ranges check` and `nr-ranges encode`. The formats are documented in
 //! `docs/cli-formats.md`.
-#![forbid(unsafe_code)]
 
 mod device;
 mod num;

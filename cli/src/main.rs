@@ -1,6 +1,5 @@
 //! `nr-ranges`: check `VFIO_DEVICE_FEATURE(DMA_BUF)` requests against the
 //! validator, or encode them as the ioctl's bytes. See `docs/cli-formats.md`.
-#![forbid(unsafe_code)]
 
 use std::io::{self, ErrorKind};
 use std::path::PathBuf;

@@ -1,6 +1,5 @@
 //! The `nr-ranges` binary, end to end: formats, verdicts, errors and exit
 //! statuses as `docs/cli-formats.md` documents them.
-#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

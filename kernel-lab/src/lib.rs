@@ -17,7 +17,6 @@
 //!   kmod-shim through one trait.
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
-#![forbid(unsafe_code)]
 
 pub mod conformance;
 pub mod debian;

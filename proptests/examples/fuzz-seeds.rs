@@ -3,7 +3,6 @@
 //! small files in all. Deterministic: rerunning rewrites the same files.
 //!
 //!     cargo run -p nr-ranges-proptests --features lab-seeds --example fuzz-seeds -- fuzz/corpus
-#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,6 @@
 //! per property; `NR_RANGES_PROPTEST_CASES=N` (or proptest's own
 //! `PROPTEST_CASES=N`) raises them for deep runs. Failures are persisted
 //! under `proptests/proptest-regressions/` and replayed first on every run.
-#![forbid(unsafe_code)]
 
 use kmod_shim::{Bar, BarKind, Device, FaultPlan, FaultSite, PageSize, Policy, Reject};
 use props::fixtures::{all_importers, edge_device, edge_values, GIB, NR_RANGES_EDGES, PAGE_SIZES};

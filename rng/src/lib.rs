@@ -6,7 +6,6 @@
 //! no dependency whose algorithm could change under us between two builds,
 //! and its streams are pinned by a test.
 #![no_std]
-#![forbid(unsafe_code)]
 
 /// The SplitMix64 generator: one 64-bit state, full period.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,6 @@
 //! - `ioctl` (feature `std`): the ioctl boundary via nix, the crate's only
 //!   `unsafe` code.
 #![cfg_attr(not(feature = "std"), no_std)]
-#![deny(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod layout;
 pub mod request;
@@ -18,7 +16,10 @@ pub mod request;
 #[cfg(feature = "std")]
 pub mod builder;
 #[cfg(feature = "std")]
-#[allow(unsafe_code)]
+#[allow(
+    unsafe_code,
+    reason = "the ioctl boundary: the only module of the workspace with unsafe, each block with a SAFETY comment"
+)]
 pub mod ioctl;
 
 pub use layout::*;

@@ -27,8 +27,6 @@
 //!   rejects; its own rules are the `Strict*` variants of [`Reject`], each
 //!   documented with its rationale on [`Policy::Strict`].
 #![no_std]
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 // "Never panics" is the validator's promise (the kernel lab and the fuzzers
 // feed it hostile input by the million): the compiler holds it to that.
 // Unit tests may panic, as tests do.

@@ -12,7 +12,6 @@
 //! [`batch`] (the lab's devices and the seeded batch), [`scenarios`],
 //! [`importer_mode`] (`nrlab.mode=importer`), [`stream`] (the
 //! virtio-serial report).
-#![forbid(unsafe_code)]
 
 use std::ffi::CString;
 use std::fs::{self, File};
