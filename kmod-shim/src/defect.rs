@@ -58,6 +58,11 @@ pub struct Defect {
     /// Which kernels the faithful mode's behaviour for this defect
     /// reproduces (narrower than `read_from` once a fix landed).
     pub faithful_models: &'static str,
+    /// Where the code stands in each kernel source read since: (version,
+    /// `file:line` in that version's tree).
+    pub source: &'static [(&'static str, &'static str)],
+    /// The patch of `kernel-patches/` that fixes it, if any.
+    pub patch: Option<&'static str>,
     /// Where it stands on real kernels.
     pub status: DefectStatus,
 }
@@ -94,6 +99,12 @@ impl fmt::Display for Defect {
             write!(f, "Kernel {}: ", self.faithful_models)?;
         }
         write!(f, "{} Fixed: {} Status: {}. Read from {}", self.faithful, self.fixed, self.status, self.read_from)?;
+        for (version, line) in self.source {
+            write!(f, "; {version}: `{line}`")?;
+        }
+        if let Some(p) = self.patch {
+            write!(f, "; fix: `kernel-patches/{p}`")?;
+        }
         let tests: Vec<String> = self.evidence.iter().map(|e| format!("`kmod-shim/{e}`")).collect();
         write!(f, "; tests: {}.", tests.join(", "))
     }
@@ -114,6 +125,8 @@ macro_rules! defects {
         fixed: $fixed:literal,
         evidence: [$($ev:literal),* $(,)?],
         faithful_models: $models:expr,
+        source: [$(($ver:literal, $line:literal)),* $(,)?],
+        patch: $patch:expr,
         status: $status:expr $(,)?
     }),* $(,)?) => {
         /// The defects, in the order the RFC numbers them:
@@ -135,6 +148,8 @@ macro_rules! defects {
                 evidence: &[$($ev),*],
                 read_from: READ_FROM,
                 faithful_models: $models,
+                source: &[$(($ver, $line)),*],
+                patch: $patch,
                 status: $status,
             }
         ),*];
@@ -158,7 +173,12 @@ defects! {
             "tests/lab_findings.rs::f1_iova_collision_errno_is_the_iommu_drivers",
         ],
         faithful_models: READ_FROM,
-        status: DefectStatus::Confirmed { kernels: &["7.2.13", "7.3.4"], finding: "F1" },
+        source: [
+            ("7.2.13", "drivers/dma-buf/dma-buf-mapping.c:159"),
+            ("7.3.4", "drivers/dma-buf/dma-buf-mapping.c:159 (file identical to 7.2.13)"),
+        ],
+        patch: Some("0001-dma-buf-link-each-range-at-its-own-offset-in-the-IOV.patch"),
+        status: DefectStatus::Confirmed { kernels: &["7.2.13", "7.3.4", "the 7.2.13 lab build"], finding: "F1, F7" },
     },
     {
         id: 2,
@@ -170,7 +190,12 @@ defects! {
         fixed: "`dma_iova_free()` the span.",
         evidence: ["tests/faults.rs::kernel_mode_leaks_iova_when_the_first_link_fails"],
         faithful_models: READ_FROM,
-        status: DefectStatus::Unconfirmed,
+        source: [
+            ("7.2.13", "drivers/dma-buf/dma-buf-mapping.c:205"),
+            ("7.3.4", "drivers/dma-buf/dma-buf-mapping.c:205 (file identical to 7.2.13)"),
+        ],
+        patch: Some("0002-dma-buf-free-the-IOVA-span-when-linking-the-first-ra.patch"),
+        status: DefectStatus::Confirmed { kernels: &["the 7.2.13 lab build"], finding: "F7" },
     },
     {
         id: 3,
@@ -182,7 +207,12 @@ defects! {
         fixed: "`dma_iova_free()` before freeing the state.",
         evidence: ["tests/faults.rs::kernel_mode_leaks_iova_when_sg_alloc_table_fails"],
         faithful_models: READ_FROM,
-        status: DefectStatus::Unconfirmed,
+        source: [
+            ("7.2.13", "drivers/dma-buf/dma-buf-mapping.c:147-149, 216-217"),
+            ("7.3.4", "drivers/dma-buf/dma-buf-mapping.c:147-149, 216-217 (file identical to 7.2.13)"),
+        ],
+        patch: Some("0003-dma-buf-free-the-IOVA-span-when-sg_alloc_table-fails.patch"),
+        status: DefectStatus::Confirmed { kernels: &["the 7.2.13 lab build"], finding: "F7" },
     },
     {
         id: 4,
@@ -196,7 +226,12 @@ defects! {
         fixed: "one `dma_unmap_phys()` for each of the `i` ranges mapped.",
         evidence: ["tests/faults.rs::kernel_mode_unmaps_never_filled_entries"],
         faithful_models: READ_FROM,
-        status: DefectStatus::Unconfirmed,
+        source: [
+            ("7.2.13", "drivers/dma-buf/dma-buf-mapping.c:210-213"),
+            ("7.3.4", "drivers/dma-buf/dma-buf-mapping.c:210-213 (file identical to 7.2.13)"),
+        ],
+        patch: Some("0004-dma-buf-unmap-only-the-filled-sg-entries-when-a-rang.patch"),
+        status: DefectStatus::Confirmed { kernels: &["the 7.2.13 lab build"], finding: "F7" },
     },
     {
         id: 5,
@@ -211,6 +246,8 @@ defects! {
         fixed: "return right after `dma_buf_put()`.",
         evidence: ["tests/faults.rs::kernel_mode_dma_buf_fd_failure_double_releases"],
         faithful_models: "6.19 to 7.0-rc5, before the upstream fix",
+        source: [("7.2.13", "drivers/vfio/pci/vfio_pci_dmabuf.c:319-323 (fixed: dma_buf_put() and return)")],
+        patch: None,
         status: DefectStatus::FixedUpstream {
             version: "v7.0-rc6",
             commit: "e98137f0a874",
@@ -252,10 +289,19 @@ mod tests {
     }
 
     #[test]
+    fn every_named_patch_is_in_the_series() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-patches");
+        for p in DEFECTS.iter().filter_map(|d| d.patch) {
+            assert!(dir.join(p).is_file(), "kernel-patches/{p} is missing");
+        }
+    }
+
+    #[test]
     fn defect_5_is_recorded_as_fixed_upstream() {
         let d = &DEFECTS[4];
         assert!(!d.is_current());
         assert!(DEFECTS[..4].iter().all(Defect::is_current));
+        assert!(DEFECTS[..4].iter().all(|d| d.patch.is_some()) && d.patch.is_none());
         assert!(d.to_string().contains("v7.0-rc6"));
     }
 }

@@ -448,6 +448,24 @@ fn defects_section(kernel_iova_failures: usize, multi_range_needed: usize) -> St
         DEFECTS.iter().filter(|d| want(&d.status)).map(|d| d.id.to_string()).collect()
     };
     let unconfirmed = ids(|s| matches!(s, DefectStatus::Unconfirmed));
+    let lab_build =
+        ids(|s| matches!(s, DefectStatus::Confirmed { kernels, .. } if kernels == &["the 7.2.13 lab build"]));
+    let mut error_paths = String::new();
+    if !lab_build.is_empty() {
+        error_paths.push_str(&format!(
+            "Defects {} are error paths Debian's kernels cannot inject faults into; each is confirmed on a debug \
+             build of Debian's 7.2.13 source (fail-nth, a kprobe return override, DMA-API debugging) and gone \
+             with the patch series in `kernel-patches/` (FINDINGS F7). ",
+            lab_build.join(", ")
+        ));
+    }
+    if !unconfirmed.is_empty() {
+        error_paths.push_str(&format!(
+            "Defects {} are error paths the importer has not exercised yet (they need error injection) and \
+             remain unconfirmed. ",
+            unconfirmed.join(", ")
+        ));
+    }
     let fixed = ids(|s| matches!(s, DefectStatus::FixedUpstream { .. }));
     let read_from: Vec<&str> = DEFECTS.iter().map(|d| d.read_from).fold(Vec::new(), |mut v, r| {
         if !v.contains(&r) {
@@ -467,12 +485,11 @@ fn defects_section(kernel_iova_failures: usize, multi_range_needed: usize) -> St
          range's own bytes in order. Report: [kernel-importer-7.2.md](evidence/kernel-importer-7.2.md) \
          ([JSON](evidence/kernel-importer-7.2.json)); write-up and reproducer: \
          [kernel-lab/FINDINGS.md](../kernel-lab/FINDINGS.md). Until that is fixed, the multi-range UAPI \
-         merged in 6.19 delivers nothing to an importer behind a translating Intel IOMMU. Defects {} are \
-         error paths the importer has not exercised yet (they need error injection) and remain unconfirmed. \
+         merged in 6.19 delivers nothing to an importer behind a translating Intel IOMMU. {}\
          Defect {} is fixed upstream and listed for the record only.\n\n\
          The list below is kmod-shim's defect table (`kmod_shim::DEFECTS`):\n\n",
         read_from.join(", "),
-        unconfirmed.join(", "),
+        error_paths,
         fixed.join(", "),
     );
     for d in DEFECTS {
@@ -496,7 +513,7 @@ mod tests {
         for d in kmod_shim::DEFECTS {
             assert!(s.contains(&format!("{}. **{}**", d.id, d.title)), "defect {} missing", d.id);
         }
-        assert!(s.contains("Defects 2, 3, 4 are error paths"), "{s}");
+        assert!(s.contains("Defects 2, 3, 4 are error paths Debian's kernels cannot inject faults into"), "{s}");
         assert!(s.contains("Defect 5 is fixed upstream"), "{s}");
         assert!(s.contains("fixed upstream in v7.0-rc6 (commit e98137f0a874"), "{s}");
     }
