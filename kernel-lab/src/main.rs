@@ -144,8 +144,11 @@ fn main() -> ExitCode {
             keep_run_dir: false,
             show: args.show,
         };
+        // The corpus is written either way (it records the kernel, not the
+        // validator); the exit status says whether they agreed.
         return match run_with(&batch, Some(out)) {
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
             Err(e) => {
                 eprintln!("kernel-lab record-corpus: error: {e}");
                 ExitCode::from(2)

@@ -159,6 +159,10 @@ fn disagreements(devices: &[Device], entries: &[Entry]) -> Vec<(usize, Answer, A
 fn prop_validator_linux_matches_every_recorded_kernel_answer() {
     for file in CORPORA {
         let (header, entries) = read(file);
+        let version = file.trim_start_matches("kernel-").trim_end_matches(".corpus.gz");
+        let kernel = header["kernel"].as_str().unwrap_or_default();
+        assert!(kernel.starts_with(&format!("{version}+")), "{file} was recorded on {kernel}");
+        assert_eq!(header["disagreements_when_recorded"], 0, "{file}");
         assert!(entries.len() >= 100_000, "{file}: only {} entries", entries.len());
         let devs = devices(&header);
         let bad = disagreements(&devs, &entries);
