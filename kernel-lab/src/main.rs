@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use kernel_lab::conformance::corpus::{self, CorpusHeader};
 use kernel_lab::conformance::diff::{diff, DiffSummary};
 use kernel_lab::debian::{self, KernelRequest};
 use kernel_lab::host::{self, progress, LabError};
@@ -77,6 +78,30 @@ enum Sub {
         #[arg(long)]
         refresh: bool,
     },
+    /// Runs a conformance batch (no scenarios) on the real kernel and writes
+    /// every request, its device and the kernel's answer to a gzip corpus
+    /// (format: kernel-lab/src/conformance/corpus.rs), which the property
+    /// suite replays against the validator.
+    RecordCorpus {
+        /// Kernel to test, as for the conformance run (7.2, 7.3.4, ...).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Ask the Debian mirror for the newest kernel even when one is cached.
+        #[arg(long)]
+        refresh: bool,
+        /// Requests to run and record.
+        #[arg(long, default_value_t = 100_000)]
+        cases: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Deadline for the boot and batch, in seconds (default: 90 + cases / 5000).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The corpus file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 mod importer_cmd;
@@ -106,6 +131,30 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Sub::RecordCorpus { kernel, refresh, cases, seed, timeout, out }) = &args.cmd {
+        let batch = Args {
+            cmd: None,
+            kernel: kernel.clone(),
+            refresh: *refresh,
+            cases: *cases,
+            seed: *seed,
+            report: None,
+            no_scenarios: true,
+            timeout: *timeout,
+            keep_run_dir: false,
+            show: args.show,
+        };
+        // The corpus is written either way (it records the kernel, not the
+        // validator); the exit status says whether they agreed.
+        return match run_with(&batch, Some(out)) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("kernel-lab record-corpus: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&args) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
@@ -117,6 +166,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<u64, LabError> {
+    run_with(args, None)
+}
+
+/// The conformance run; with `corpus`, the batch is also written there.
+fn run_with(args: &Args, corpus: Option<&PathBuf>) -> Result<u64, LabError> {
     let t0 = Instant::now();
     let root = host::cache_root()?;
     let run_dir = host::tempdir(&std::env::temp_dir(), "nr-ranges-lab")?;
@@ -187,6 +241,27 @@ fn run(args: &Args) -> Result<u64, LabError> {
         t0.elapsed().as_secs_f64()
     );
 
+    if let Some(path) = corpus {
+        let header = CorpusHeader {
+            format: corpus::FORMAT.into(),
+            kernel: guest_report.kernel.clone(),
+            kernel_package: format!("{} {} ({})", kernel.pkg.abi, kernel.pkg.version, kernel.pkg.suite),
+            date: corpus::utc_now(),
+            seed: guest_report.seed,
+            cases: observed.len() as u64,
+            disagreements_when_recorded: summary.disagreements,
+            devices: guest_report.devices.clone(),
+        };
+        let bytes = corpus::write(path, &header, &observed)
+            .map_err(|e| LabError::Io(format!("corpus {}: {e}", path.display())))?;
+        progress(format!(
+            "corpus written to {}: {} entries, {} bytes, {:.1} s wall",
+            path.display(),
+            header.cases,
+            bytes,
+            t0.elapsed().as_secs_f64()
+        ));
+    }
     if let Some(path) = &args.report {
         let r = ConformanceReport {
             kernel: guest_report.kernel.clone(),

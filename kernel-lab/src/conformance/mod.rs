@@ -2,5 +2,6 @@
 //! `VFIO_DEVICE_FEATURE(DMA_BUF)`, every answer diffed with
 //! `validator::validate(.., Policy::Linux)`.
 
+pub mod corpus;
 pub mod diff;
 pub mod gen;
