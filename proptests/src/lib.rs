@@ -15,6 +15,7 @@
 //!   revoke, restore, close and release, with a reference model.
 //! - [`scenario`]: the structured fuzz input (manual [`arbitrary::Arbitrary`]
 //!   with an exact inverse, so seeds can be written as values).
+pub mod claims;
 pub mod fixtures;
 pub mod fuzz;
 pub mod lifecycle;

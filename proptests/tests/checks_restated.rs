@@ -182,9 +182,7 @@ fn header_rest() -> impl Strategy<Value = (u32, u32, u32)> {
 proptest! {
     #![proptest_config(config())]
 
-    /// The base the properties below break: a well-formed request of ranges
-    /// inside an MMIO BAR is a dma-buf of the sum of their lengths, under
-    /// both policies.
+    /// The claim: `props::claims::claim("prop_well_formed_request_inside_an_mmio_bar_is_a_dmabuf_of_the_sum")`.
     #[test]
     fn prop_well_formed_request_inside_an_mmio_bar_is_a_dmabuf_of_the_sum(
         (dev, region) in device_with_mmio(1), rs in pairs(1..17),
@@ -202,8 +200,7 @@ proptest! {
         }
     }
 
-    /// argsz below `struct vfio_device_feature` is EINVAL before anything
-    /// else is looked at.
+    /// The claim: `props::claims::claim("prop_argsz_below_8_is_einval_first")`.
     #[test]
     fn prop_argsz_below_8_is_einval_first(
         argsz in 0u32..FEATURE, flags in any::<u32>(), region in any::<u32>(), nr in any::<u32>(),
@@ -216,8 +213,7 @@ proptest! {
         }
     }
 
-    /// A flag bit outside the feature index, GET, SET and PROBE is EINVAL
-    /// once argsz covers the feature header.
+    /// The claim: `props::claims::claim("prop_unknown_feature_flag_is_einval_after_argsz")`.
     #[test]
     fn prop_unknown_feature_flag_is_einval_after_argsz(
         argsz in FEATURE.., low in 0u32..1 << 19, high in 1u32..1 << 13, nr in any::<u32>(), dev in device_with_mmio(1),
@@ -229,7 +225,7 @@ proptest! {
         }
     }
 
-    /// GET and SET together without PROBE is EINVAL, for any feature index.
+    /// The claim: `props::claims::claim("prop_get_and_set_without_probe_is_einval_for_any_feature")`.
     #[test]
     fn prop_get_and_set_without_probe_is_einval_for_any_feature(
         argsz in FEATURE.., feature in 0u32..=0xffff, nr in any::<u32>(), dev in device_with_mmio(1),
@@ -241,8 +237,7 @@ proptest! {
         }
     }
 
-    /// DMA_BUF is GET-only: SET (alone, with PROBE, or with PROBE and GET)
-    /// is EINVAL, even a probe.
+    /// The claim: `props::claims::claim("prop_set_on_dma_buf_is_einval_even_with_probe")`.
     #[test]
     fn prop_set_on_dma_buf_is_einval_even_with_probe(
         argsz in FEATURE.., ops in prop::sample::select(vec![SET, SET | PROBE, SET | PROBE | GET]),
@@ -255,7 +250,7 @@ proptest! {
         }
     }
 
-    /// DMA_BUF with neither GET, SET nor PROBE is EINVAL.
+    /// The claim: `props::claims::claim("prop_dma_buf_without_get_is_einval")`.
     #[test]
     fn prop_dma_buf_without_get_is_einval(argsz in FEATURE.., nr in any::<u32>(), dev in device_with_mmio(1)) {
         let mut req = Req::get(0, vec![]);
@@ -265,8 +260,7 @@ proptest! {
         }
     }
 
-    /// A GET whose argsz covers the feature header but not the dma-buf
-    /// header is EINVAL, whatever the memory behind it.
+    /// The claim: `props::claims::claim("prop_argsz_below_24_is_einval_after_the_feature_checks")`.
     #[test]
     fn prop_argsz_below_24_is_einval_after_the_feature_checks(
         argsz in FEATURE..FEATURE + HEADER as u32, nr in any::<u32>(), readable in 0u64..64, dev in device_with_mmio(1),
@@ -278,7 +272,7 @@ proptest! {
         }
     }
 
-    /// An unreadable dma-buf header is EFAULT once the feature checks pass.
+    /// The claim: `props::claims::claim("prop_unreadable_header_is_efault_after_the_feature_checks")`.
     #[test]
     fn prop_unreadable_header_is_efault_after_the_feature_checks(
         (argsz, region, open) in header_rest(), readable in 0u64..HEADER, dev in device_with_mmio(1),
@@ -290,8 +284,7 @@ proptest! {
         }
     }
 
-    /// `nr_ranges == 0` is EINVAL after the header checks, before the
-    /// header's flags, the region and the open flags are looked at.
+    /// The claim: `props::claims::claim("prop_nr_ranges_zero_is_einval_after_header_checks")`.
     #[test]
     fn prop_nr_ranges_zero_is_einval_after_header_checks(
         (argsz, region, open) in header_rest(), hdr_flags in any::<u32>(), dev in device_with_mmio(1),
@@ -303,8 +296,7 @@ proptest! {
         }
     }
 
-    /// Non-zero dma-buf header flags are EINVAL, before the region and the
-    /// Strict header rules.
+    /// The claim: `props::claims::claim("prop_nonzero_header_flags_are_einval_before_the_region")`.
     #[test]
     fn prop_nonzero_header_flags_are_einval_before_the_region(
         (argsz, region, open) in header_rest(), hdr_flags in 1u32.., nr in 1u32.., dev in device_with_mmio(1),
@@ -316,8 +308,7 @@ proptest! {
         }
     }
 
-    /// Strict: open flags other than an access mode plus `O_CLOEXEC` (or
-    /// the access mode 3) are EINVAL, before the region; Linux ignores them.
+    /// The claim: `props::claims::claim("prop_strict_bad_open_flags_are_einval_before_the_region")`.
     #[test]
     fn prop_strict_bad_open_flags_are_einval_before_the_region(
         extra in 1u32.., region in any::<u32>(), nr in 1u32.., argsz in 24u32.., mode3 in any::<bool>(),
@@ -332,8 +323,7 @@ proptest! {
         prop_assert_eq!(linux, validate(&req.build().request(), &dev.0, Policy::Linux).map(|_| ()));
     }
 
-    /// Strict: more than 65,536 ranges is E2BIG, before the region and
-    /// before argsz is compared with them.
+    /// The claim: `props::claims::claim("prop_strict_nr_ranges_above_cap_is_e2big_before_the_region")`.
     #[test]
     fn prop_strict_nr_ranges_above_cap_is_e2big_before_the_region(
         nr in STRICT_CAP + 1.., region in any::<u32>(), argsz in 24u32.., open in prop::sample::select(vec![0u32, 1, 2, O_RDWR_CLOEXEC]),
@@ -344,8 +334,7 @@ proptest! {
         refuses(&req, &dev.0, Policy::Strict, Reject::StrictTooManyRanges, Errno::E2BIG)?;
     }
 
-    /// Strict: an argsz that does not cover the announced ranges is EINVAL,
-    /// before the region.
+    /// The claim: `props::claims::claim("prop_strict_argsz_short_of_the_ranges_is_einval_before_the_region")`.
     #[test]
     fn prop_strict_argsz_short_of_the_ranges_is_einval_before_the_region(
         nr in 1u32..=STRICT_CAP, short in 1u64.., region in any::<u32>(), dev in device_with_mmio(1),
@@ -358,9 +347,7 @@ proptest! {
         refuses(&req, &dev.0, Policy::Strict, Reject::StrictArgszShort, Errno::EINVAL)?;
     }
 
-    /// A region index past the six BARs (ROM, config, VGA, anything) is
-    /// ENODEV once the header passes, under Linux whatever argsz and the
-    /// open flags say.
+    /// The claim: `props::claims::claim("prop_region_past_the_bars_is_enodev_after_the_header")`.
     #[test]
     fn prop_region_past_the_bars_is_enodev_after_the_header(
         region in 6u32.., (argsz, _, open) in header_rest(), nr in 1u32.., dev in device_with_mmio(1),
@@ -371,8 +358,7 @@ proptest! {
         refuses(&req, &dev.0, Policy::Linux, Reject::RegionNotBar, Errno::ENODEV)?;
     }
 
-    /// An absent BAR, at every index, is ENODEV before the range array is
-    /// sized or read.
+    /// The claim: `props::claims::claim("prop_absent_bar_is_enodev_at_every_index")`.
     #[test]
     fn prop_absent_bar_is_enodev_at_every_index(
         (dev, region) in device_with(|_, _, _| Bar::ABSENT), nr in 1u32.., readable in HEADER..HEADER + 64,
@@ -383,8 +369,7 @@ proptest! {
         refuses(&req, &dev, Policy::Linux, Reject::BarAbsent, Errno::ENODEV)?;
     }
 
-    /// Linux: a range array larger than `KMALLOC_MAX_SIZE` is ENOMEM, on an
-    /// MMIO or I/O BAR, before the array is read.
+    /// The claim: `props::claims::claim("prop_range_array_above_kmalloc_max_is_enomem_before_the_copy")`.
     #[test]
     fn prop_range_array_above_kmalloc_max_is_enomem_before_the_copy(
         (dev, region) in device_with_mmio(1), io in any::<bool>(), above in 1u64..1 << 20, readable in HEADER..HEADER + 64,
@@ -397,8 +382,7 @@ proptest! {
         refuses(&req, &dev, Policy::Linux, Reject::RangeArrayTooLarge, Errno::ENOMEM)?;
     }
 
-    /// A range array not all readable is EFAULT, before any range is
-    /// looked at, on an MMIO or I/O BAR.
+    /// The claim: `props::claims::claim("prop_unreadable_range_array_is_efault_before_any_range")`.
     #[test]
     fn prop_unreadable_range_array_is_efault_before_any_range(
         (dev, region) in device_with_mmio(1), io in any::<bool>(), nr in 1u32..=STRICT_CAP, missing in 1u64..,
@@ -438,9 +422,7 @@ fn first_loop_case(
 proptest! {
     #![proptest_config(config())]
 
-    /// The first zero-length range is EINVAL, whatever its offset and
-    /// wherever the earlier ranges point; a range announced and readable
-    /// but not written reads as zero and counts as one.
+    /// The claim: `props::claims::claim("prop_first_zero_length_range_is_einval_in_range_order")`.
     #[test]
     fn prop_first_zero_length_range_is_einval_in_range_order(
         (dev, region) in device_with_mmio(1), io in any::<bool>(), before in pairs(0..8), off in any::<u64>(),
@@ -456,7 +438,7 @@ proptest! {
         }
     }
 
-    /// The first range with an unaligned offset or length is EINVAL.
+    /// The claim: `props::claims::claim("prop_first_unaligned_range_is_einval_in_range_order")`.
     #[test]
     fn prop_first_unaligned_range_is_einval_in_range_order(
         (dev, region) in device_with_mmio(1), io in any::<bool>(), before in pairs(0..8), (off, len) in (any::<u64>(), 1u64..),
@@ -476,8 +458,7 @@ proptest! {
         }
     }
 
-    /// The first range whose length makes the running total overflow is
-    /// EINVAL.
+    /// The claim: `props::claims::claim("prop_running_total_overflow_is_einval_at_the_range_that_wraps")`.
     #[test]
     fn prop_running_total_overflow_is_einval_at_the_range_that_wraps(
         (dev, region) in device_with_mmio(1), io in any::<bool>(), big in 0u64..1 << 62, before in pairs(0..6),
@@ -499,8 +480,7 @@ proptest! {
         }
     }
 
-    /// A total with bit 63 set (`DMA_IOVA_USE_SWIOTLB`) is EINVAL once every
-    /// range passed the first loop, before the BAR kind is looked at.
+    /// The claim: `props::claims::claim("prop_total_with_bit_63_is_einval_after_the_first_loop")`.
     #[test]
     fn prop_total_with_bit_63_is_einval_after_the_first_loop(
         (dev, region) in device_with_mmio(1), io in any::<bool>(), total in 1u64 << 63.., cuts in prop::collection::vec(any::<u64>(), 0..8),
@@ -527,8 +507,7 @@ proptest! {
         }
     }
 
-    /// An I/O BAR, at every index, is EINVAL once the ranges passed the
-    /// first loop, whether they lie inside it or not.
+    /// The claim: `props::claims::claim("prop_io_bar_is_einval_at_every_index_after_the_first_loop")`.
     #[test]
     fn prop_io_bar_is_einval_at_every_index_after_the_first_loop(
         (dev, region) in device_with(|_, s, n| Bar::io(s, n)), rs in pairs(1..17), inside_bar in any::<bool>(),
@@ -565,8 +544,7 @@ fn second_loop_case(
 proptest! {
     #![proptest_config(config())]
 
-    /// Strict: the first range outside the BAR (`offset + length >
-    /// bar_len`) is EINVAL, wherever the BAR sits.
+    /// The claim: `props::claims::claim("prop_strict_first_range_outside_the_bar_is_einval")`.
     #[test]
     fn prop_strict_first_range_outside_the_bar_is_einval(
         (dev, region) in device_with_mmio(1), before in pairs(0..8), (a, b) in (any::<u64>(), any::<u64>()), after in pairs(0..8),
@@ -581,8 +559,7 @@ proptest! {
         refuses(&req, &dev, Policy::Strict, Reject::StrictRangeOutsideBar { index: i }, Errno::EINVAL)?;
     }
 
-    /// Linux: the first range whose `bar_start + offset + length` wraps is
-    /// EOVERFLOW.
+    /// The claim: `props::claims::claim("prop_linux_first_range_past_2_pow_64_is_eoverflow")`.
     #[test]
     fn prop_linux_first_range_past_2_pow_64_is_eoverflow(
         (dev, region) in device_with_mmio(1), before in pairs(0..8), k in 1u64..1 << 20, m in 1u64..1 << 21, after in pairs(0..8),
@@ -598,8 +575,7 @@ proptest! {
         refuses(&req, &dev, Policy::Linux, Reject::PhysAddrOverflow { index: i }, Errno::EOVERFLOW)?;
     }
 
-    /// Linux: the first range that ends past the BAR without wrapping is
-    /// EINVAL.
+    /// The claim: `props::claims::claim("prop_linux_first_range_beyond_the_bar_end_is_einval")`.
     #[test]
     fn prop_linux_first_range_beyond_the_bar_end_is_einval(
         (dev, region) in device_with_mmio(1), before in pairs(0..8), (a, b) in (any::<u64>(), any::<u64>()), after in pairs(0..8),

@@ -153,8 +153,7 @@ fn disagreements(devices: &[Device], entries: &[Entry]) -> Vec<(usize, Answer, A
         .collect()
 }
 
-/// The validator under `Policy::Linux` answers every recorded request as
-/// the real kernel did: same errno, same dma-buf size, probe for probe.
+/// The claim: `props::claims::claim("prop_validator_linux_matches_every_recorded_kernel_answer")`.
 #[test]
 fn prop_validator_linux_matches_every_recorded_kernel_answer() {
     for file in CORPORA {

@@ -165,17 +165,7 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(config())]
 
-    /// Single-range equivalence: the original single-range struct
-    /// (`Shim::export_single`) and the multi-range request with
-    /// `nr_ranges = 1` built from it (`Shim::export`) are accepted or rejected
-    /// together, with the same errno; when accepted they give the same
-    /// dma-buf, the same sg table on every path (BUS_ADDR, IOVA span,
-    /// per-range IOMMU, dma-direct) and the same model state. They differ
-    /// only when the multi-range request fails a check of a field the single
-    /// form does not have (argsz < 8 or < 24, dma-buf flags != 0, Strict's
-    /// argsz < 40, an unreadable header or range); the multi-range rejection
-    /// is then the earliest, in kernel check order, of those checks and the
-    /// single form's own rejection.
+    /// The claim: `props::claims::claim("prop_single_range_equivalence")`.
     #[test]
     fn prop_single_range_equivalence(
         page in page_size(),
@@ -193,15 +183,7 @@ proptest! {
         oracle::single_range_equivalence(&edge_device(page), &single, pol, perturb);
     }
 
-    /// Decomposition: a well-formed multi-range request is accepted iff each
-    /// of its ranges is accepted as a single-range request and the combined
-    /// limits hold (total length without 64-bit overflow and with bit 63
-    /// clear, range array within KMALLOC_MAX_SIZE, Strict's nr_ranges cap).
-    /// In Fixed mode its sg table on the BUS_ADDR and per-range paths is the
-    /// concatenation of the single-range ones (same bytes reached, in
-    /// order); on the IOVA path it is one contiguous span of the total size,
-    /// which N single-range dma-bufs (N separate tables) never give an
-    /// importer.
+    /// The claim: `props::claims::claim("prop_decomposition")`.
     #[test]
     fn prop_decomposition(
         (page, region, ranges) in ranges_on(1..=10),
@@ -215,24 +197,13 @@ proptest! {
         oracle::decomposition(&dev, pol, region, 0o2_000_002, &ranges);
     }
 
-    /// Kernel fidelity (a documented kernel fact, confirmed by the kernel
-    /// lab on 7.2.13 and 7.3.4, not a property of the proposal): Linux links
-    /// every range of an IOVA-span mapping at offset 0 of the span, so in
-    /// `Fidelity::Kernel` mapping an accepted dma-buf of two or more ranges
-    /// through an IOMMU with the IOVA API fails at range 1 with the IOMMU
-    /// driver's PTE-collision errno (EADDRINUSE on VT-d, EEXIST on
-    /// io-pgtable-arm) and leaves the state as it was; one-range dma-bufs and
-    /// every other path behave exactly as in `Fidelity::Fixed`.
+    /// The claim: `props::claims::claim("prop_kernel_mode_links_every_range_at_iova_offset_zero")`.
     #[test]
     fn prop_kernel_mode_links_every_range_at_iova_offset_zero((page, req) in accepted_biased(6), pol in policy()) {
         oracle::kernel_links_at_offset_zero(&edge_device(page), &req.request(), pol);
     }
 
-    /// Bytes round-trip: `RequestBuilder::encode` followed by
-    /// `Request::decode` gives back every field (argsz, feature flags,
-    /// region_index, open_flags, flags, nr_ranges, the ranges) for arbitrary
-    /// values, hostile ones included, and the readable length is the
-    /// encoding's length minus the feature header.
+    /// The claim: `props::claims::claim("prop_encode_decode_roundtrip")`.
     #[test]
     fn prop_encode_decode_roundtrip(
         argsz in any::<u32>(), ff in any::<u32>(), region in any::<u32>(), of in any::<u32>(), flags in any::<u32>(),
@@ -250,10 +221,7 @@ proptest! {
         prop_assert_eq!(owned.encode(), Ok(bytes));
     }
 
-    /// Decoding arbitrary bytes never panics: any input of 8 bytes or more
-    /// decodes (shorter ones are a typed error), whole 16-byte ranges after
-    /// the 24 header bytes are the range list, and validating the result
-    /// under both policies and exporting it through the shim never panics.
+    /// The claim: `props::claims::claim("prop_decode_arbitrary_bytes_never_panics")`.
     #[test]
     fn prop_decode_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600), page in page_size()) {
         match Request::decode(&bytes) {
@@ -269,12 +237,7 @@ proptest! {
         }
     }
 
-    /// Strict within Linux: on any request and any device, Strict never
-    /// accepts what Linux rejects (and accepts with the identical dma-buf
-    /// what it accepts), and whenever Strict's answer differs from Linux's it
-    /// is one of Strict's four documented rules (open_flags, nr_ranges cap,
-    /// argsz covering the ranges, BAR-relative bounds) whose stated condition
-    /// holds for the request.
+    /// The claim: `props::claims::claim("prop_strict_within_linux")`.
     #[test]
     fn prop_strict_within_linux((page, req) in any_request(), bars in random_bars()) {
         let r = req.request();
@@ -284,10 +247,7 @@ proptest! {
         oracle::strict_within_linux(&r, &dev);
     }
 
-    /// Validator and shim agree: for any request and both policies, the shim
-    /// exports a dma-buf exactly when the validator accepts, with the same
-    /// size, physical vectors, BAR and open_flags, and otherwise fails with
-    /// the validator's rejection and errno, leaving the state untouched.
+    /// The claim: `props::claims::claim("prop_shim_exports_exactly_what_the_validator_accepts")`.
     #[test]
     fn prop_shim_exports_exactly_what_the_validator_accepts((page, req) in any_request(), pol in policy()) {
         oracle::shim_agrees_with_validator(&req.request(), &edge_device(page), pol);
@@ -298,10 +258,7 @@ proptest! {
 proptest! {
     #![proptest_config(scaled(16))]
 
-    /// Validator and shim agree at scale: requests of 1 to 2,000 ranges
-    /// (page-sized, scattered, overlapping) are exported by the shim exactly
-    /// when the validator accepts them, and map on every path with the
-    /// predicted path and every invariant holding.
+    /// The claim: `props::claims::claim("prop_shim_agrees_with_the_validator_for_many_ranges")`.
     #[test]
     fn prop_shim_agrees_with_the_validator_for_many_ranges(n in 1u64..2000, stride in 1u64..64, pol in policy()) {
         let ranges: Vec<DmaRange> = (0..n).map(|i| DmaRange::new((i * stride % 4096) * 4096, 4096)).collect();
@@ -316,31 +273,19 @@ proptest! {
 proptest! {
     #![proptest_config(config())]
 
-    /// sg invariants on every path: for every accepted request — page sizes
-    /// 4/16/64 KiB, every MMIO BAR, overlapping and unordered ranges — the
-    /// map through each path takes the predicted path or fails with the
-    /// predicted error, and `check_invariants` holds after every step (sg
-    /// entries non-empty, page-aligned, at most MAX_SG_ENT_SZ, summing to the
-    /// size, translating to the requested bytes in order, IOMMU and
-    /// allocation accounting exact).
+    /// The claim: `props::claims::claim("prop_sg_invariants_on_every_path")`.
     #[test]
     fn prop_sg_invariants_on_every_path((page, req) in accepted_biased(8), pol in policy()) {
         oracle::map_on_every_path(&edge_device(page), &req.request(), pol, kmod_shim::Fidelity::Fixed, &all_importers());
     }
 
-    /// sg invariants for large dma-bufs: single ranges of 4 GiB or more (each
-    /// split into MAX_SG_ENT_SZ entries) and totals above 4 GiB hold every
-    /// invariant on every path.
+    /// The claim: `props::claims::claim("prop_sg_invariants_for_ranges_of_4gib_and_more")`.
     #[test]
     fn prop_sg_invariants_for_ranges_of_4gib_and_more((page, req) in large_request()) {
         oracle::map_on_every_path(&edge_device(page), &req.request(), Policy::Linux, kmod_shim::Fidelity::Fixed, &all_importers());
     }
 
-    /// sg invariants behind a translating host bridge: with any page-aligned
-    /// bus offset (`pci_bus_address() - pci_resource_start()`, wrapping, as
-    /// on many arm64 and ppc64 hosts), the BUS_ADDR sg table holds the BAR's
-    /// bus addresses (physical + offset, wrapping) and every path keeps every
-    /// invariant, the bus-to-physical walk included.
+    /// The claim: `props::claims::claim("prop_sg_invariants_with_a_translating_host_bridge")`.
     #[test]
     fn prop_sg_invariants_with_a_translating_host_bridge(
         (page, req) in accepted_biased(6),
@@ -364,13 +309,7 @@ proptest! {
         }
     }
 
-    /// Revocation: after memory-disable, reset or device close, no mapping is
-    /// left and no IOMMU importer reaches any BAR byte; BUS_ADDR and
-    /// dma-direct importers reach nothing while memory decoding is off and
-    /// reach the BAR by address again once it is back (the documented fact
-    /// that nothing but the importer stops DMA on those paths); maps and
-    /// attaches of a revoked dma-buf fail with ENODEV; re-enabling memory
-    /// restores maps that reach the same bytes, and close revokes for good.
+    /// The claim: `props::claims::claim("prop_revoke_unreachable_then_restore")`.
     #[test]
     fn prop_revoke_unreachable_then_restore(
         (page, req) in accepted_biased(4),
@@ -380,25 +319,13 @@ proptest! {
         oracle::revoke(&edge_device(page), &req.request(), how, maps);
     }
 
-    /// Lifecycle state machine: any interleaving of export, attach, map,
-    /// unmap, detach, fd close (release), memory disable/enable, reset,
-    /// device close/open and armed faults returns from every call (nothing
-    /// blocks: revocation completes with no mapping left), keeps live
-    /// dma-bufs, attachments and mappings equal to a reference model,
-    /// revoked exactly when off the device list or memory is disabled, no
-    /// IOMMU translation towards a revoked dma-buf, every failed call leaving
-    /// the state unchanged, and a full teardown leaving nothing.
+    /// The claim: `props::claims::claim("prop_lifecycle_interleavings_keep_counters_consistent")`.
     #[test]
     fn prop_lifecycle_interleavings_keep_counters_consistent(ops in prop::collection::vec(op(), 1..48)) {
         lifecycle::run(&ops);
     }
 
-    /// Faults: with a fault armed at any step of any site (allocation, IOVA
-    /// allocation, IOVA link, dma_map_phys, IOVA sync, fd install) in Fixed
-    /// mode, export + attach + map either succeed or the first failing call
-    /// fails with the fault's errno (or the request's own rejection) and
-    /// leaves the model state exactly as before the call; an IOVA-allocation
-    /// fault only moves the map to the per-range path.
+    /// The claim: `props::claims::claim("prop_fault_at_any_step_leaves_state_unchanged")`.
     #[test]
     fn prop_fault_at_any_step_leaves_state_unchanged(
         (page, req) in prop_oneof![3 => accepted_biased(4), 1 => large_request(), 1 => any_request()],
@@ -410,11 +337,7 @@ proptest! {
         oracle::fault_leaves_state(&edge_device(page), &req.request(), pol, imp, FaultPlan::new(site, step));
     }
 
-    /// Out-of-bounds errno: for a range that does not fit in its BAR, Linux
-    /// answers EOVERFLOW when BAR start + offset + length overflows 64 bits
-    /// and EINVAL otherwise, so its errno depends on (and reveals) the BAR's
-    /// physical address; Strict answers EINVAL (StrictRangeOutsideBar) for
-    /// every BAR address.
+    /// The claim: `props::claims::claim("prop_linux_oob_errno_depends_on_bar_address_strict_does_not")`.
     #[test]
     fn prop_linux_oob_errno_depends_on_bar_address_strict_does_not(
         page in page_size(),
@@ -439,11 +362,7 @@ proptest! {
         prop_assert_eq!(validate(&req.request(), &dev, Policy::Strict), Err(Reject::StrictRangeOutsideBar { index: 0 }));
     }
 
-    /// argsz is ignored by Linux: for any argsz of at least 24 (feature
-    /// header + dma-buf header), Linux's verdict does not depend on argsz,
-    /// even when it covers fewer ranges than nr_ranges announces or far more;
-    /// Strict's differs from it only by StrictArgszShort, exactly when argsz
-    /// does not cover the announced ranges.
+    /// The claim: `props::claims::claim("prop_linux_ignores_argsz")`.
     #[test]
     fn prop_linux_ignores_argsz((page, req) in accepted_biased(6), argsz in prop_oneof![24u32..200, any::<u32>()]) {
         let dev = edge_device(page);
@@ -459,9 +378,7 @@ proptest! {
         }
     }
 
-    /// The validator is a deterministic function of the request's contents:
-    /// the same bytes decoded at any alignment, or the same request judged
-    /// twice, give the same verdict under both policies.
+    /// The claim: `props::claims::claim("prop_validator_is_deterministic_and_alignment_independent")`.
     #[test]
     fn prop_validator_is_deterministic_and_alignment_independent((page, req) in any_request(), shift in 1usize..8) {
         let bytes = req.encode().expect("readable below 300 bytes encodes");
