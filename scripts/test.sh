@@ -46,6 +46,8 @@ step "RFC evidence, quick and offline (writes target/rfc-quick/, not rfc/evidenc
 cargo run --release --locked -p rfc -- --quick --offline
 
 if [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
+    step "kernel patches: kernel-patches/ applies to Debian's 7.2.13 source and is checkpatch --strict clean"
+    cargo run --release --locked -p kernel-lab -- check-patches
     step "kernel lab, reduced: the real kernel against the validator"
     cargo run --release --locked -p kernel-lab -- --kernel 7.2 --cases 20000 --seed 1 --report target/kernel-lab.json
     step "kernel lab, importer: the kernel's own sg table on the IOVA path against kmod-shim"

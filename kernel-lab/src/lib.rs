@@ -15,6 +15,8 @@
 //!   compares, [`importer::abi`] is its ioctl ABI (`importer/nrlab_importer.h`);
 //!   [`revocation`]: the revocation sequence, run on the guest and on
 //!   kmod-shim through one trait.
+//! - [`patches`]: the kernel patch series against Debian's 7.2.13 source
+//!   (applies, checkpatch-clean).
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
 
@@ -23,6 +25,7 @@ pub mod debian;
 pub mod host;
 pub mod importer;
 pub mod initramfs;
+pub mod patches;
 pub mod proto;
 pub mod qemu;
 pub mod report;

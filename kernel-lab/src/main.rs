@@ -78,6 +78,15 @@ enum Sub {
         #[arg(long)]
         refresh: bool,
     },
+    /// Applies kernel-patches/ in order to Debian's linux-source-7.2
+    /// 7.2.13-1 (cached, else fetched with a private apt) and runs that
+    /// tree's scripts/checkpatch.pl --strict on each patch. Exit 1 if a patch
+    /// does not apply or is not clean.
+    CheckPatches {
+        /// The series directory.
+        #[arg(long, default_value = "kernel-patches")]
+        dir: PathBuf,
+    },
     /// Runs a conformance batch (no scenarios) on the real kernel and writes
     /// every request, its device and the kernel's answer to a gzip corpus
     /// (format: kernel-lab/src/conformance/corpus.rs), which the property
@@ -117,6 +126,32 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("kernel-lab fetch-header: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Sub::CheckPatches { dir }) = &args.cmd {
+        return match host::cache_root().and_then(|root| kernel_lab::patches::check(&root, dir)) {
+            Ok(results) => {
+                for r in &results {
+                    println!("{}: {}; checkpatch --strict: {}", r.patch, r.apply, r.checkpatch);
+                }
+                let ignored: Vec<&str> = kernel_lab::patches::CHECKPATCH_IGNORE.iter().map(|(t, _)| *t).collect();
+                println!(
+                    "{} patches against {} {}; checkpatch types ignored (reasons in kernel-lab/src/patches.rs): {}",
+                    results.len(),
+                    kernel_lab::patches::SOURCE_PKG,
+                    kernel_lab::patches::SOURCE_VERSION,
+                    ignored.join(", ")
+                );
+                if results.iter().all(|r| r.apply == kernel_lab::patches::Apply::Applies && r.clean) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("kernel-lab check-patches: error: {e}");
                 ExitCode::from(2)
             }
         };
