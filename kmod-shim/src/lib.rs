@@ -64,12 +64,29 @@
 //! `vfio_pci_dma_buf_move()` and `vfio_pci_dma_buf_cleanup()` call
 //! `dma_buf_move_notify()` for each listed dma-buf; importers must be dynamic
 //! (`vfio_pci_dma_buf_pin()` returns EOPNOTSUPP, so a static importer cannot
-//! attach). Per the 7.2 revoke semantics the model assumes (from the
-//! dma-buf revoke series; not read from a 7.2 tree), a revocation returns
-//! only once every importer has unmapped: importers that unmap inside
+//! attach). As 7.2.13's `vfio_pci_dma_buf_move()` does it (a `kref` taken
+//! per mapping, then `wait_for_completion()`), a revocation returns only
+//! once every importer has unmapped: importers that unmap inside
 //! `move_notify` do so at once, the others are waited for
 //! ([`Events::revoke_waits`]). Release is modelled synchronously, so every
 //! listed dma-buf's file is live (`get_file_active()` always succeeds).
+//!
+//! # Read against 7.2.13
+//!
+//! The model was read from 6.19-7.0; a reading of Debian's 7.2.13 source
+//! (`kernel-lab/lab-kernel-runs/2026-12-01-kernel-track.md`, section 2, with
+//! file:line) found these differences, which the model does not follow yet:
+//! 7.2.13 has no `pin` op, and `vfio_pci_dma_buf_attach()` itself refuses an
+//! importer without `invalidate_mappings` (EOPNOTSUPP, after the peer2peer
+//! and revoked checks); the importer callback is `invalidate_mappings`, not
+//! `move_notify`; `vfio_pci_dma_buf_cleanup()` revokes through
+//! `vfio_pci_dma_buf_move()` first; 7.2.13's `dma_iova_destroy()` frees the
+//! IOVA with the size linked rather than the span's (fixed in 7.3.4), which
+//! can make IOVA addresses look leaked; and `vfio_pci_dma_buf_iommufd_map()`
+//! refuses `nr_ranges != 1` with EOPNOTSUPP (the model has no iommufd
+//! importer). Defect 5 is fixed there ([`DEFECTS`]). [`Fidelity::Fixed`]'s
+//! unwind for defect 4 unmaps once per range, `kernel-patches/0004` once per
+//! filled sg entry: the same for ranges up to `MAX_SG_ENT_SZ`.
 //!
 //! # Simplifications
 //!
