@@ -154,9 +154,7 @@ impl OwnedRequest {
         let window = FEATURE_HEADER_SIZE + self.readable as usize;
         buf.clear();
         buf.reserve(window);
-        buf.extend_from_slice(self.feature.as_bytes());
-        buf.extend_from_slice(self.dma_buf.as_bytes());
-        buf.extend_from_slice(self.ranges.as_bytes());
+        self.write_written(buf);
         buf.resize(window, 0);
         Ok(())
     }
@@ -172,10 +170,15 @@ impl OwnedRequest {
     /// every written range, whatever `nr_ranges` and the window say.
     pub fn written_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(FEATURE_HEADER_SIZE + DMA_BUF_HEADER_SIZE + self.ranges.as_bytes().len());
+        self.write_written(&mut out);
+        out
+    }
+
+    /// Appends the headers and every written range, in C order.
+    fn write_written(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.feature.as_bytes());
         out.extend_from_slice(self.dma_buf.as_bytes());
         out.extend_from_slice(self.ranges.as_bytes());
-        out
     }
 }
 

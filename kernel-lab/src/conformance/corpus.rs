@@ -293,20 +293,11 @@ pub fn utc_now() -> String {
 mod tests {
     use super::*;
     use crate::conformance::diff::predict;
-    use crate::proto::{BarInfo, BarType};
+    use crate::conformance::diff::tests::devices;
 
     #[test]
     fn a_written_corpus_reads_back_entry_for_entry() {
-        let devices = vec![DeviceInfo {
-            name: "ivshmem-plain".into(),
-            bdf: "0000:01:00.0".into(),
-            group: 8,
-            page_size: 4096,
-            bars: vec![
-                BarInfo { index: 0, kind: BarType::Mem, start: 0xfe80_0000, len: 0x100 },
-                BarInfo { index: 2, kind: BarType::Mem, start: 0xf_d000_0000, len: 16 << 20 },
-            ],
-        }];
+        let devices = devices();
         let model = devices[0].to_validator();
         let mut gen = Gen::new(9, vec![devices[0].bar_lens()]);
         let cases: Vec<Case> = (0..3_000).map(|_| gen.next_case()).collect();

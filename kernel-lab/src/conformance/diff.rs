@@ -102,11 +102,13 @@ pub fn diff(seed: u64, devices: &[DeviceInfo], observed: &[Observed]) -> DiffSum
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::proto::{BarInfo, BarType};
 
-    fn devices() -> Vec<DeviceInfo> {
+    /// The ivshmem-plain the lab's guest reports (BAR0 256 bytes, BAR2
+    /// 16 MiB): the device of the conformance tests.
+    pub(crate) fn devices() -> Vec<DeviceInfo> {
         vec![DeviceInfo {
             name: "ivshmem-plain".into(),
             bdf: "0000:01:00.0".into(),
