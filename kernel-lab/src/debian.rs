@@ -18,7 +18,7 @@ pub const FLAVOUR: &str = "cloud-amd64";
 pub const DEFAULT_SUITES: &[&str] = &["sid", "trixie-backports"];
 /// Marks a complete cache entry (written last, then the entry is renamed
 /// into place, so a half-extracted tree is never used).
-const MARKER: &str = ".nr-ranges-complete";
+pub(crate) const MARKER: &str = ".nr-ranges-complete";
 
 /// The suites to look for kernels in: `NR_RANGES_KERNEL_SUITES`
 /// (whitespace-separated) if set and not blank, else [`DEFAULT_SUITES`].
@@ -80,6 +80,9 @@ pub struct Kernel {
     pub dir: PathBuf,
     /// Set when the requested kernel was not available and another was taken.
     pub note: Option<String>,
+    /// A lab build's source and build trees (`None` for Debian's kernels,
+    /// whose modules are built in a chroot against `linux-headers`).
+    pub build: Option<crate::lab_kernel::BuildTree>,
 }
 
 impl Kernel {
@@ -329,13 +332,19 @@ pub struct KernelRequest {
 
 /// A cached kernel that fits the request, else the mirror's newest fit
 /// (downloaded and extracted into the cache).
+///
+/// A lab build's name ([`crate::lab_kernel::LabVariant::NAMES`]) gives that
+/// build, built first when the cache has none for the current inputs.
 pub fn resolve_kernel(root: &Path, req: &KernelRequest) -> Result<Kernel, LabError> {
+    if let Some(v) = req.wanted.as_deref().and_then(crate::lab_kernel::LabVariant::from_name) {
+        return crate::lab_kernel::ensure(root, v, &crate::lab_kernel::series_dir()).map(|k| k.kernel);
+    }
     let cached = cached_kernels(root);
     if !req.refresh {
         let pkgs: Vec<KernelPkg> = cached.iter().map(|c| c.0.clone()).collect();
         if let Some(p) = pick_kernel(&pkgs, req.wanted.as_deref()) {
             let dir = cached.iter().find(|c| &c.0 == p).map(|c| c.1.clone()).unwrap_or_default();
-            return Ok(Kernel { pkg: p.clone(), dir, note: None });
+            return Ok(Kernel { pkg: p.clone(), dir, note: None, build: None });
         }
     }
     let mirror = debian_mirror()?;
@@ -374,7 +383,7 @@ pub fn resolve_kernel(root: &Path, req: &KernelRequest) -> Result<Kernel, LabErr
     let dir = root.join("kernels").join(&pick.abi);
     if let Some(p) = read_marker(&dir) {
         if p == *pick {
-            return Ok(Kernel { pkg: p, dir, note });
+            return Ok(Kernel { pkg: p, dir, note, build: None });
         }
     }
     let mut pkgs = vec![
@@ -415,7 +424,7 @@ pub fn resolve_kernel(root: &Path, req: &KernelRequest) -> Result<Kernel, LabErr
     fs::write(stage.0.join(MARKER), marker).map_err(io_err("write cache marker"))?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&stage.0, &dir).map_err(io_err(format!("publish {}", dir.display())))?;
-    Ok(Kernel { pkg: pick.clone(), dir, note })
+    Ok(Kernel { pkg: pick.clone(), dir, note, build: None })
 }
 
 /// Decompresses the vfio modules (`.ko.xz`, or plain `.ko`) on the host:

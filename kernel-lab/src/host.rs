@@ -192,7 +192,12 @@ pub fn log_reason(log: &Path) -> String {
     text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").to_string()
 }
 
-fn in_path(tool: &str) -> bool {
+/// Whether `tool` is a file in one of `$PATH`'s directories, or, for an
+/// absolute path (a header that has no command), whether that file exists.
+pub fn present(tool: &str) -> bool {
+    if tool.starts_with('/') {
+        return Path::new(tool).is_file();
+    }
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
@@ -200,12 +205,16 @@ fn in_path(tool: &str) -> bool {
 /// missing (the initramfs is written by [`crate::initramfs::write_cpio`], and the guest is
 /// its own /init, so neither cpio nor busybox is needed).
 pub fn ensure_host_tools(work: &Path) -> Result<(), LabError> {
-    let needed: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("xz", "xz-utils")];
-    let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(t, _)| !in_path(t)).collect();
-    if missing.is_empty() {
+    ensure_tools(&[("qemu-system-x86_64", "qemu-system-x86"), ("xz", "xz-utils")], work)
+}
+
+/// Makes sure each (command or absolute file, Debian package) is present,
+/// installing the missing packages with apt when running as root.
+pub fn ensure_tools(needed: &[(&'static str, &'static str)], work: &Path) -> Result<(), LabError> {
+    let missing: Vec<(&str, &str)> = needed.iter().copied().filter(|(t, _)| !present(t)).collect();
+    let Some(&(tool, package)) = missing.first() else {
         return Ok(());
-    }
-    let (tool, package) = missing[0];
+    };
     let packages: Vec<&str> = missing.iter().map(|m| m.1).collect();
     if !nix::unistd::geteuid().is_root() {
         return Err(LabError::ToolMissing { tool, package, why: "not root, so apt-get cannot install it".into() });
@@ -228,7 +237,7 @@ pub fn ensure_host_tools(work: &Path) -> Result<(), LabError> {
         package,
         why: e.to_string(),
     })?;
-    match missing.iter().find(|(t, _)| !in_path(t)) {
+    match missing.iter().find(|(t, _)| !present(t)) {
         Some(&(tool, package)) => Err(LabError::ToolMissing {
             tool,
             package,

@@ -9,6 +9,8 @@
 //! - [`debian`]: Debian's packages (mirror from the machine's apt
 //!   configuration, private apt, kernel and header cache).
 //! - [`initramfs`]: the static guest and the initramfs.
+//! - [`lab_kernel`]: lab kernels built from Debian's 7.2.13 source, as
+//!   shipped and with `kernel-patches/` (`--kernel lab-shipped`, `lab-patched`).
 //! - [`qemu`]: one QEMU command builder; each lab adds its devices.
 //! - [`importer`]: the importer lab (a real dma-buf importer module on edu,
 //!   per QEMU topology, against kmod-shim): [`importer::host`] builds and
@@ -25,6 +27,7 @@ pub mod debian;
 pub mod host;
 pub mod importer;
 pub mod initramfs;
+pub mod lab_kernel;
 pub mod patches;
 pub mod proto;
 pub mod qemu;

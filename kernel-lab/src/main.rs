@@ -87,6 +87,20 @@ enum Sub {
         #[arg(long, default_value = "kernel-patches")]
         dir: PathBuf,
     },
+    /// Builds the lab kernels from Debian's linux-source-7.2 7.2.13-1 with
+    /// kernel-lab/config/lab.config: `lab-shipped` (the source as Debian
+    /// ships it) and `lab-patched` (kernel-patches/ applied). Cached under
+    /// $NR_RANGES_CACHE/lab-kernels/ by a key over source, fragment,
+    /// patches and compiler; every lab command takes these names as
+    /// `--kernel` and builds what is missing. Prints each build's times.
+    BuildKernel {
+        /// `lab-shipped`, `lab-patched` or `all`.
+        #[arg(long, default_value = "all")]
+        variant: String,
+        /// Write the build records (JSON) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Runs a conformance batch (no scenarios) on the real kernel and writes
     /// every request, its device and the kernel's answer to a gzip corpus
     /// (format: kernel-lab/src/conformance/corpus.rs), which the property
@@ -156,6 +170,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Sub::BuildKernel { variant, report }) = &args.cmd {
+        return match build_kernels(variant, report.as_ref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kernel-lab build-kernel: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Sub::Importer(a)) = &args.cmd {
         return match importer_cmd::run(a) {
             Ok(0) => ExitCode::SUCCESS,
@@ -198,6 +221,45 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `kernel-lab build-kernel`.
+fn build_kernels(variant: &str, report: Option<&PathBuf>) -> Result<(), LabError> {
+    use kernel_lab::lab_kernel::{self, LabVariant};
+    let variants: Vec<LabVariant> = if variant == "all" {
+        LabVariant::ALL.to_vec()
+    } else {
+        vec![LabVariant::from_name(variant).ok_or_else(|| {
+            LabError::Io(format!("unknown variant {variant}; known: all, {}", LabVariant::NAMES.join(", ")))
+        })?]
+    };
+    let root = host::cache_root()?;
+    let mut records = Vec::new();
+    for v in variants {
+        let t = Instant::now();
+        let k = lab_kernel::ensure(&root, v, &lab_kernel::series_dir())?;
+        let r = &k.record;
+        println!(
+            "{v}: {} {}, key {}, {}; unpack {:.0} s, configure {:.0} s, make -j{} {:.0} s; patches: {}; this call {:.1} s",
+            r.release,
+            r.source_version,
+            r.key,
+            if k.built_now { "built now" } else { "cached" },
+            r.unpack_seconds,
+            r.configure_seconds,
+            r.jobs,
+            r.build_seconds,
+            if r.patches.is_empty() { "none".to_string() } else { r.patches.join(" ") },
+            t.elapsed().as_secs_f64()
+        );
+        println!("  image {}", k.kernel.vmlinuz().display());
+        records.push(k.record);
+    }
+    if let Some(path) = report {
+        let json = serde_json::to_string_pretty(&records).map_err(|e| LabError::Io(format!("report: {e}")))?;
+        std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 fn run(args: &Args) -> Result<u64, LabError> {

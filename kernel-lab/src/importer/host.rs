@@ -135,6 +135,9 @@ pub fn ensure_chroot(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
 /// `$CACHE/importer/<abi>/module-<hash>/nrlab_importer.ko`.
 pub fn ensure_module(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> {
     let hash = source_hash();
+    if let Some(tree) = &kernel.build {
+        return ensure_module_lab(root, kernel, tree, &hash);
+    }
     let base = root.join("importer").join(&kernel.pkg.abi);
     let ko = base.join(format!("module-{hash}")).join(MODULE_FILE);
     if ko.is_file() {
@@ -168,6 +171,36 @@ pub fn ensure_module(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
     let _ = fs::remove_dir_all(out);
     fs::rename(&stage, out).map_err(io_err("publish the module"))?;
     let _ = fs::remove_dir_all(&build);
+    Ok(ko)
+}
+
+/// The fixture built against a lab kernel's own build tree with the host's
+/// make and gcc (the compiler that built that kernel), cached in the lab
+/// kernel's entry: `<entry>/importer/module-<hash>/nrlab_importer.ko`.
+fn ensure_module_lab(
+    root: &Path,
+    kernel: &Kernel,
+    tree: &crate::lab_kernel::BuildTree,
+    hash: &str,
+) -> Result<PathBuf, LabError> {
+    let out = kernel.dir.join("importer").join(format!("module-{hash}"));
+    let ko = out.join(MODULE_FILE);
+    if ko.is_file() {
+        return Ok(ko);
+    }
+    let build = crate::lab_kernel::scratch(root, "importer")?;
+    fs::write(build.0.join("nrlab_importer.c"), SOURCE).map_err(io_err("write the module source"))?;
+    fs::write(build.0.join("Kbuild"), KBUILD).map_err(io_err("write Kbuild"))?;
+    fs::write(build.0.join("nrlab_importer.h"), HEADER).map_err(io_err("write the module header"))?;
+    progress(format!("building {MODULE_FILE} against the lab kernel {}", tree.variant));
+    fs::create_dir_all(kernel.dir.join("importer")).map_err(io_err("create the importer cache"))?;
+    crate::lab_kernel::build_external_module(tree, &build.0, &kernel.dir.join("importer/module-build.log"))?;
+    let stage = kernel.dir.join("importer").join(format!(".staging.module.{}", std::process::id()));
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir_all(&stage).map_err(io_err("create module staging"))?;
+    fs::copy(build.0.join(MODULE_FILE), stage.join(MODULE_FILE)).map_err(io_err("copy the built module"))?;
+    let _ = fs::remove_dir_all(&out);
+    fs::rename(&stage, &out).map_err(io_err("publish the module"))?;
     Ok(ko)
 }
 
