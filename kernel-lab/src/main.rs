@@ -18,7 +18,7 @@ use kernel_lab::conformance::corpus::{self, CorpusHeader};
 use kernel_lab::conformance::diff::{diff, DiffSummary};
 use kernel_lab::debian::{self, KernelRequest};
 use kernel_lab::host::{self, progress, LabError};
-use kernel_lab::proto::{parse_stream, GuestReport};
+use kernel_lab::proto::{parse_stream, GuestReport, KernelErrno};
 use kernel_lab::report::ConformanceReport;
 use kernel_lab::{initramfs, qemu};
 
@@ -325,6 +325,13 @@ fn run_with(args: &Args, corpus: Option<&PathBuf>) -> Result<u64, LabError> {
         progress(format!("note: the guest reports kernel {}, expected {}", guest_report.kernel, kernel.pkg.abi));
     }
 
+    let feature_absent = guest_report.feature_absent.map(|e| KernelErrno(e).to_string());
+    if let Some(e) = &feature_absent {
+        println!(
+            "kernel {}: VFIO_DEVICE_FEATURE_DMA_BUF is absent (PROBE answers {e}); no case ran, nothing to compare",
+            guest_report.kernel
+        );
+    }
     let summary = diff(guest_report.seed, &guest_report.devices, &observed);
     let cases_per_sec = guest_report.cases as f64 / (guest_report.loop_ns.max(1) as f64 / 1e9);
     print_summary(args, &guest_report, &summary, cases_per_sec);
@@ -377,6 +384,7 @@ fn run_with(args: &Args, corpus: Option<&PathBuf>) -> Result<u64, LabError> {
             predicted_checks: summary.predicted_checks.clone(),
             disagreement_classes: summary.classes.clone(),
             scenario_facts: guest_report.facts.clone(),
+            feature_absent,
         };
         let json = serde_json::to_string_pretty(&r).map_err(|e| LabError::Io(format!("report: {e}")))?;
         std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;
