@@ -66,7 +66,7 @@ pub fn kernel_matches(abi: &str, wanted: &str) -> bool {
 }
 
 /// The newest kernel matching `wanted`, or without `wanted` the newest
-/// >= 6.19 (older kernels only when asked for by name: they lack the
+/// from 6.19 on (older kernels only when asked for by name: they lack the
 /// feature, which the lab then reports).
 pub fn pick_kernel<'a>(pkgs: &'a [KernelPkg], wanted: Option<&str>) -> Option<&'a KernelPkg> {
     pkgs.iter()

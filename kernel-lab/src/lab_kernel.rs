@@ -193,6 +193,15 @@ pub fn lost_fragment_lines(fragment: &str, config: &str) -> Vec<String> {
         .collect()
 }
 
+/// The kmod-shim mode that models `kernel`: the fixed code on the patched
+/// lab build, the kernel's own code everywhere else.
+pub fn fidelity_for(kernel: &Kernel) -> kmod_shim::Fidelity {
+    match kernel.build.as_ref().map(|b| b.variant) {
+        Some(LabVariant::Patched) => kmod_shim::Fidelity::Fixed,
+        Some(LabVariant::Shipped) | None => kmod_shim::Fidelity::Kernel,
+    }
+}
+
 /// `kernel-patches/` of the tree this binary was built from.
 pub fn series_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-patches")

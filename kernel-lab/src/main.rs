@@ -87,6 +87,12 @@ enum Sub {
         #[arg(long, default_value = "kernel-patches")]
         dir: PathBuf,
     },
+    /// The whole lab on several kernels: builds both lab kernels, runs the
+    /// conformance batch and the importer topologies on each kernel (Debian
+    /// 7.2.13, lab-shipped, lab-patched, and 6.12, which lacks the feature),
+    /// and writes one report, matrix.json and matrix.md, with each part's
+    /// own report and log beside them. Exit status: the worst part's.
+    Matrix(matrix_cmd::MatrixArgs),
     /// Builds the lab kernels from Debian's linux-source-7.2 7.2.13-1 with
     /// kernel-lab/config/lab.config: `lab-shipped` (the source as Debian
     /// ships it) and `lab-patched` (kernel-patches/ applied). Cached under
@@ -128,6 +134,7 @@ enum Sub {
 }
 
 mod importer_cmd;
+mod matrix_cmd;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -175,6 +182,17 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kernel-lab build-kernel: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Sub::Matrix(a)) = &args.cmd {
+        return match matrix_cmd::run(a) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(1) => ExitCode::from(1),
+            Ok(_) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("kernel-lab matrix: error: {e}");
                 ExitCode::from(2)
             }
         };
