@@ -252,29 +252,33 @@ fn build_kernels(variant: &str, report: Option<&PathBuf>) -> Result<(), LabError
         })?]
     };
     let root = host::cache_root()?;
-    let mut records = Vec::new();
+    let mut builds = lab_kernel::LabBuilds::default();
     for v in variants {
         let t = Instant::now();
         let k = lab_kernel::ensure(&root, v, &lab_kernel::series_dir())?;
-        let r = &k.record;
+        let (tr, r) = (&k.tree, &k.record);
         println!(
-            "{v}: {} {}, key {}, {}; unpack {:.0} s, configure {:.0} s, make -j{} {:.0} s; patches: {}; this call {:.1} s",
-            r.release,
-            r.source_version,
+            "{v}: {} from {} {}; tree {} (cold: unpack {:.0} s, configure {:.0} s, make -j{} {:.0} s); variant {} {} \
+             (rebuild {:.0} s); patches: {}; this call {:.1} s",
+            tr.release,
+            lab_kernel::SOURCE_PKG_NAME,
+            tr.source_version,
+            tr.key,
+            tr.unpack_seconds,
+            tr.configure_seconds,
+            tr.jobs,
+            tr.build_seconds,
             r.key,
             if k.built_now { "built now" } else { "cached" },
-            r.unpack_seconds,
-            r.configure_seconds,
-            r.jobs,
-            r.build_seconds,
+            r.rebuild_seconds,
             if r.patches.is_empty() { "none".to_string() } else { r.patches.join(" ") },
             t.elapsed().as_secs_f64()
         );
         println!("  image {}", k.kernel.vmlinuz().display());
-        records.push(k.record);
+        builds.push(&k);
     }
     if let Some(path) = report {
-        let json = serde_json::to_string_pretty(&records).map_err(|e| LabError::Io(format!("report: {e}")))?;
+        let json = serde_json::to_string_pretty(&builds).map_err(|e| LabError::Io(format!("report: {e}")))?;
         std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;
     }
     Ok(())

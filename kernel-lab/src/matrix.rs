@@ -165,7 +165,7 @@ pub struct MatrixReport {
     /// The `--kernel` values, in column order.
     pub kernels: Vec<String>,
     /// The lab builds' records (times, keys, patches).
-    pub lab_builds: Vec<crate::lab_kernel::BuildRecord>,
+    pub lab_builds: crate::lab_kernel::LabBuilds,
     /// Every part on every kernel.
     pub runs: Vec<PartRun>,
     /// Wall seconds of the whole matrix.
@@ -188,25 +188,25 @@ impl MatrixReport {
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         let _ = writeln!(md, "# Lab matrix ({})\n", self.date);
-        if !self.lab_builds.is_empty() {
-            md.push_str(
-                "## Lab kernels\n\n| build | release | key | make | patches |\n| --- | --- | --- | --- | --- |\n",
+        if let Some(t) = &self.lab_builds.tree {
+            let _ = writeln!(
+                md,
+                "## Lab kernels\n\nOne tree: {} {} built cold as shipped (key `{}`, {}; unpack {:.0} s, configure {:.0} \
+                 s, make -j{} {:.0} s); each variant applies its patches to it and rebuilds incrementally.\n\n\
+                 | variant | key | patches | rebuild |\n| --- | --- | --- | --- |",
+                crate::lab_kernel::SOURCE_PKG_NAME,
+                t.source_version,
+                t.key,
+                t.gcc,
+                t.unpack_seconds,
+                t.configure_seconds,
+                t.jobs,
+                t.build_seconds
             );
-            for b in &self.lab_builds {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | `{}` | {:.0} s (-j{}) | {} |",
-                    b.variant,
-                    b.release,
-                    b.key,
-                    b.build_seconds,
-                    b.jobs,
-                    if b.patches.is_empty() {
-                        "none (as Debian ships it)".to_string()
-                    } else {
-                        b.patches.len().to_string()
-                    }
-                );
+            for v in &self.lab_builds.variants {
+                let patches =
+                    if v.patches.is_empty() { "none (as Debian ships it)".to_string() } else { v.patches.join(", ") };
+                let _ = writeln!(md, "| {} | `{}` | {patches} | {:.0} s |", v.variant, v.key, v.rebuild_seconds);
             }
             md.push('\n');
         }
@@ -312,7 +312,7 @@ mod tests {
         let m = MatrixReport {
             date: "2026-12-01".into(),
             kernels: vec!["lab-shipped".into(), "lab-patched".into()],
-            lab_builds: vec![],
+            lab_builds: Default::default(),
             runs: vec![
                 run("lab-shipped", shape("rc-epyc-iova", "EADDRINUSE", 0), 0),
                 run("lab-patched", shape("rc-epyc-iova", "0", 2), 1),

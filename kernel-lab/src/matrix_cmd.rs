@@ -76,10 +76,10 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&a.out).map_err(|e| LabError::Io(format!("create {}: {e}", a.out.display())))?;
     let root = host::cache_root()?;
-    let mut lab_builds = Vec::new();
+    let mut lab_builds = lab_kernel::LabBuilds::default();
     for k in &a.kernels {
         if let Some(v) = LabVariant::from_name(k) {
-            lab_builds.push(lab_kernel::ensure(&root, v, &lab_kernel::series_dir())?.record);
+            lab_builds.push(&lab_kernel::ensure(&root, v, &lab_kernel::series_dir())?);
         }
     }
     let cases = a.cases.unwrap_or(if a.quick { 2_000 } else { 20_000 });
