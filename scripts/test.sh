@@ -3,7 +3,8 @@
 # it needs (C compiler for the header and benchmark baselines; the kernel lab
 # installs QEMU and fetches its kernel itself), then runs formatting, lints,
 # the workspace's tests, rustdoc, a smoke run of each benchmark and fuzz
-# target, a quick RFC and a reduced kernel lab.
+# target, a quick RFC and a reduced kernel lab (Debian's 7.2.13, and the lab
+# kernel built from its source with the fix series).
 #
 # NR_RANGES_SKIP_LAB=1 skips the kernel lab (it needs Debian's mirrors);
 # NR_RANGES_SKIP_FUZZ=1 skips the fuzz smoke run (it needs the nightly toolchain).
@@ -52,4 +53,6 @@ if [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     cargo run --release --locked -p kernel-lab -- --kernel 7.2 --cases 20000 --seed 1 --report target/kernel-lab.json
     step "kernel lab, importer: the kernel's own sg table on the IOVA path against kmod-shim"
     cargo run --release --locked -p kernel-lab -- importer --kernel 7.2 --topology rc-epyc-iova --report target/importer.json
+    step "lab kernel with the fix series (Debian's 7.2.13 source + kernel-patches/, cached by key; a cold build is one kernel build), reduced matrix"
+    cargo run --release --locked -p kernel-lab -- matrix --quick --kernels lab-patched --out target/lab-matrix
 fi
