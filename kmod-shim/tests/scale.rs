@@ -65,7 +65,7 @@ proptest! {
             s.add_importer(ImporterDesc::bus_peer()),
             s.add_importer(io),
             s.add_importer(io.without_iova_api()),
-            s.add_importer(ImporterDesc { unmap_in_move_notify: false, ..io }),
+            s.add_importer(ImporterDesc { unmap_in_invalidate_mappings: false, ..io }),
         ];
         let (mut bufs, mut atts, mut maps) = (vec![], vec![], vec![]);
         for op in ops {
