@@ -64,10 +64,9 @@ impl fmt::Display for LabTrace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LabTrace::MapErrno(e) => write!(f, "the map fails with {e} ({})", -e.code()),
-            LabTrace::IovaDrift { failures, pages } => write!(
-                f,
-                "under iommu.strict=1 the next map's IOVA is {pages} pages lower after {failures} failures"
-            ),
+            LabTrace::IovaDrift { failures, pages } => {
+                write!(f, "under iommu.strict=1 the next map's IOVA is {pages} pages lower after {failures} failures")
+            }
             LabTrace::DmaApiDebug { report, from } => write!(f, "DMA-API debug: \"{report}\" from `{from}`"),
         }
     }
@@ -298,7 +297,7 @@ defects! {
         fidelity: Fidelity::Kernel,
         faithful_models: CURRENT,
         source: [
-            ("7.2.13", "drivers/dma-buf/dma-buf-mapping.c:204-206 (the `!i` on :205)"),
+            ("7.2.13", "drivers/dma-buf/dma-buf-mapping.c:204-206 (the !i on :205)"),
             ("7.3.4", "drivers/dma-buf/dma-buf-mapping.c:204-206 (file identical to 7.2.13)"),
         ],
         patch: Some("0002-dma-buf-free-the-IOVA-span-when-linking-the-first-ra.patch"),
