@@ -75,7 +75,8 @@ pub enum MapError {
     Revoked,
     /// A `kzalloc()` (`dma`, `state`) or `sg_alloc_table()` failed. ENOMEM.
     NoMem,
-    /// `pci_p2pdma_map_type()` said `PCI_P2PDMA_MAP_NOT_SUPPORTED`. EINVAL.
+    /// `pci_p2pdma_map_type()` said `PCI_P2PDMA_MAP_NOT_SUPPORTED` (the
+    /// `default:` case, 7.2.13 `dma-buf-mapping.c:139-141`). EINVAL.
     P2pNotSupported,
     /// `calc_sg_nents()` overflowed to 0 and `sg_alloc_table()` refused.
     /// EINVAL.
@@ -197,8 +198,12 @@ fn dma_iova_destroy(ctx: &mut MapCtx<'_>, imp: &mut Importer, st: IovaState, map
     dma_iova_free(ctx, imp, st);
 }
 
-/// `dma_buf_phys_vec_to_sgt()`, step by step; a failure jumps to the label
-/// the C jumps to.
+/// `dma_buf_phys_vec_to_sgt()` (7.2.13 `dma-buf-mapping.c:100-221`), step
+/// by step; a failure jumps to the label the C jumps to. The success path's
+/// two `WARN_ON_ONCE()`s (`mapped_len != size`, :180, and a left-over
+/// `sgl`, :201) cannot fire in the model: the second is its
+/// `debug_assert!`, the first holds by construction (the validator's size
+/// is the sum of the ranges).
 pub(crate) fn dma_buf_phys_vec_to_sgt(
     ctx: &mut MapCtx<'_>,
     buf: &DmaBuf,

@@ -95,8 +95,11 @@
 //! (`kernel-lab/lab-kernel-runs/2026-12-01-kernel-track.md`, section 2)
 //! listed ten differences from the 6.19-7.0 model; the model follows them
 //! (each item's doc names its 7.2.13 function and lines) except:
-//! `dma_resv_wait_timeout()` on revoke (the model has no fences); the
-//! device never unregisters, so `vfio_device_try_get_registration()`
+//! `dma_resv_wait_timeout()` on revoke (the model has no fences); a BAR
+//! that is present but whose region request or iomap failed
+//! (`vfio_pci_core_map_bars()`: `non_mappable_bars`, EBUSY, ENOMEM) is
+//! ENODEV in 7.2.13's region check, while the validator's device knows only
+//! absent BARs (its `BarAbsent`); the device never unregisters, so `vfio_device_try_get_registration()`
 //! (:287-290) never fails; `dma_buf_export()` failing is ENOMEM only; 7.2.13's
 //! `dma_iova_destroy()` hands back IOVA with the linked size where 7.3.4
 //! uses the span's, which an allocator without an rcache cannot tell apart
