@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::dma_buf_mapping::MapPath;
+use crate::iommufd::io_pagetable::IoasId;
 use crate::sg::max_sg_ent_sz;
 use crate::state::{Alloc, Anomaly, DmaBufId, ImporterId, Ledger, MappingId};
 use crate::Shim;
@@ -82,6 +83,24 @@ pub enum Violation {
         /// Counted.
         actual: i64,
     },
+    /// A dma-buf's `kref` is not one plus its live mappings.
+    Kref {
+        /// The dma-buf.
+        dmabuf: DmaBufId,
+        /// One plus the live mappings.
+        expected: u32,
+        /// `priv->kref`.
+        actual: u32,
+    },
+    /// An IOAS's domain holds what its iommufd areas do not account for,
+    /// translates an area wrongly, or an area of a revoked dma-buf still
+    /// has its range.
+    Ioas {
+        /// The IOAS.
+        ioas: IoasId,
+        /// What is wrong.
+        what: String,
+    },
     /// `vdev->dmabufs` and the dma-bufs' `vdev` disagree.
     List {
         /// The dma-buf.
@@ -114,6 +133,10 @@ impl fmt::Display for Violation {
             Violation::Registrations { expected, actual } => {
                 write!(f, "{actual} registrations held, the listed dma-bufs hold {expected}")
             }
+            Violation::Kref { dmabuf, expected, actual } => {
+                write!(f, "dma-buf {}: kref {actual}, one plus its mappings is {expected}", dmabuf.0)
+            }
+            Violation::Ioas { ioas, what } => write!(f, "IOAS {}: {what}", ioas.0),
             Violation::List { dmabuf } => write!(f, "vdev->dmabufs and dma-buf {} disagree", dmabuf.0),
             Violation::Anomaly(a) => write!(f, "kernel-faithful anomaly: {a}"),
         }
@@ -133,6 +156,10 @@ impl std::error::Error for Violation {}
 /// - every IOMMU satisfies its own invariants and holds exactly what the
 ///   live mappings account for: nothing mapped after unmap or revoke,
 ///   nothing leaked after a fault;
+/// - every dma-buf's `kref` is one plus its live mappings (what
+///   revocation waits on);
+/// - every iommufd area translates its dma-buf's range unless revoked,
+///   and each IOAS's domain holds exactly what its areas account for;
 /// - live allocations and registrations match the live objects, and the
 ///   device's list holds exactly the dma-bufs that still have the device;
 /// - no anomaly was recorded.
@@ -199,6 +226,14 @@ pub fn check_invariants(shim: &Shim) -> Result<(), Violation> {
         }
         walk(shim, mid, att.importer, &buf.phys_vec, &m.sgt.entries)?;
     }
+    for (id, buf) in shim.dma_bufs() {
+        let maps = shim.mappings().filter(|(_, m)| shim.attachment(m.attachment).is_some_and(|a| a.dmabuf == id));
+        let expected = 1 + maps.count() as u32;
+        if buf.kref() != expected {
+            return Err(Violation::Kref { dmabuf: id, expected, actual: buf.kref() });
+        }
+    }
+    check_iommufd(shim, &mut want)?;
     want.add(Alloc::Attachment, shim.counters().attachments as i64);
     for (iid, imp) in shim.importers() {
         let Some(iommu) = &imp.iommu else { continue };
@@ -218,6 +253,51 @@ pub fn check_invariants(shim: &Shim) -> Result<(), Violation> {
     }
     if c.registrations != regs {
         return Err(Violation::Registrations { expected: regs, actual: c.registrations });
+    }
+    Ok(())
+}
+
+/// The iommufd side: every live area's dma-buf is live and lists it; a
+/// revoked dma-buf's areas have no range and translate nothing; the others
+/// translate their bytes to the dma-buf's range; each IOAS's domain maps
+/// exactly the unrevoked areas and reserves exactly all of them.
+fn check_iommufd(shim: &Shim, want: &mut Ledger) -> Result<(), Violation> {
+    let mut mapped: Vec<u64> = shim.ioases().map(|_| 0).collect();
+    let mut reserved = mapped.clone();
+    for (area, p) in shim.iopt_areas() {
+        want.alloc(Alloc::IoptPages);
+        let bad = |what: String| Violation::Ioas { ioas: p.ioas, what };
+        let buf = shim.dma_buf(p.dmabuf).ok_or_else(|| bad(format!("area {} of a released dma-buf", area.0)))?;
+        if !buf.iommufd.contains(&area.0) {
+            return Err(bad(format!("area {} not attached to its dma-buf", area.0)));
+        }
+        let io = shim.ioas(p.ioas).ok_or_else(|| bad(format!("area {} in no IOAS", area.0)))?;
+        *reserved.get_mut(p.ioas.0).expect("listed IOAS") += p.length;
+        if buf.revoked && !p.is_revoked() {
+            return Err(bad(format!("area {} keeps the range of a revoked dma-buf", area.0)));
+        }
+        if p.is_revoked() {
+            if io.domain.translate(p.iova).is_some() {
+                return Err(bad(format!("revoked area {} still translated", area.0)));
+            }
+            continue;
+        }
+        *mapped.get_mut(p.ioas.0).expect("listed IOAS") += p.length;
+        if io.domain.translate(p.iova) != Some((p.phys.paddr + p.start, p.length)) {
+            return Err(bad(format!("area {} does not translate to its range", area.0)));
+        }
+    }
+    for (id, io) in shim.ioases() {
+        io.domain.check().map_err(|what| Violation::Ioas { ioas: id, what })?;
+        let (m, r) = (mapped[id.0], reserved[id.0]);
+        if io.domain.mapped_bytes() != m || io.domain.allocated_bytes() != r {
+            let what = format!(
+                "domain maps {:#x} and reserves {:#x}, the areas account for {m:#x} and {r:#x}",
+                io.domain.mapped_bytes(),
+                io.domain.allocated_bytes()
+            );
+            return Err(Violation::Ioas { ioas: id, what });
+        }
     }
     Ok(())
 }
@@ -266,4 +346,38 @@ fn walk(
         return Err(Violation::Walk { mapping: mid, at, want, got: None });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Bar, Config, Device, PageSize};
+
+    /// The iommufd checks can fail: a translation left behind a revoked
+    /// area, and a domain holding more than its areas.
+    #[test]
+    fn checker_catches_iommufd_drift() {
+        let dev = Device::new(PageSize::K4).with_bar(2, Bar::mmio(0xfd00_0000, 1 << 24));
+        let mut s = Shim::new(dev, Config::default());
+        let ioas = s.iommufd_ioas_alloc(1 << 32, 1 << 40);
+        let bytes = uapi::RequestBuilder::new().region_index(2).range(0, 0x2000).encode().expect("encodable");
+        let req = uapi::Request::decode(&bytes).expect("decodable");
+        let buf = s.export(&req).expect("export");
+        let area = s.iommufd_map_file(ioas, buf, 0, 0x2000).expect("map");
+        assert_eq!(check_invariants(&s), Ok(()));
+        let mut u = s.clone();
+        if let Some(b) = u.dmabufs[buf.0].as_mut() {
+            b.kref = 5;
+        }
+        assert_eq!(check_invariants(&u), Err(Violation::Kref { dmabuf: buf, expected: 1, actual: 5 }));
+        let iova = s.iopt_pages(area).expect("area").iova;
+        let mut t = s.clone();
+        t.ioas[ioas.0].domain.unmap(iova, 0x1000);
+        assert!(matches!(check_invariants(&t), Err(Violation::Ioas { .. })));
+        s.set_memory_enabled(false);
+        assert_eq!(check_invariants(&s), Ok(()));
+        let stale = s.iopt_pages(area).expect("area").phys;
+        s.ioas[ioas.0].domain.map(iova, stale.paddr, 0x1000).expect("remap behind the model's back");
+        assert!(matches!(check_invariants(&s), Err(Violation::Ioas { .. })));
+    }
 }

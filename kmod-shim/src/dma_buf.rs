@@ -1,8 +1,8 @@
-//! `drivers/dma-buf/dma-buf.c`, the parts the vfio exporter relies on: the
-//! dma-buf file and its references, `dma_buf_dynamic_attach()` /
-//! `dma_buf_detach()`, `dma_buf_map_attachment()` /
-//! `dma_buf_unmap_attachment()`, `dma_buf_move_notify()` and
-//! `dma_buf_put()`.
+//! `drivers/dma-buf/dma-buf.c`, the parts the vfio exporter relies on (as
+//! in Linux 7.2.13): the dma-buf file and its references,
+//! `dma_buf_dynamic_attach()` / `dma_buf_detach()`,
+//! `dma_buf_map_attachment()` / `dma_buf_unmap_attachment()`,
+//! `dma_buf_invalidate_mappings()` and `dma_buf_put()`.
 
 use std::fmt;
 
@@ -19,7 +19,9 @@ use crate::{Errno, Shim};
 /// `size` is the sum of `phys_vec` lengths; a dma-buf on the device's list
 /// has `vdev` set and holds one registration; a revoked dma-buf has no
 /// mappings once revocation returns; `vdev` cleared implies revoked for
-/// good; `refs` is the open fd plus one per attachment.
+/// good; `refs` is the open fd plus one per attachment (iommufd's
+/// included); `kref` is one plus the live mappings
+/// (checked by [`crate::check_invariants`]).
 #[derive(Debug, Clone)]
 pub struct DmaBuf {
     /// The BAR.
@@ -38,8 +40,27 @@ pub struct DmaBuf {
     pub vdev: bool,
     /// File references: the user's fd plus one per attachment.
     pub(crate) refs: u32,
+    /// `priv->kref`: the registered reference plus one per mapping
+    /// (`kref_get()` in `vfio_pci_dma_buf_map()`, `vfio_pci_dmabuf.c:68`;
+    /// `kref_put()` in `vfio_pci_dma_buf_unmap()`, :81). Revocation drops
+    /// the registered one and waits for zero (:357-358).
+    pub(crate) kref: u32,
     pub(crate) fd_open: bool,
     pub(crate) attachments: Vec<usize>,
+    /// iommufd's attachments, by the `iopt_pages` holding each.
+    pub(crate) iommufd: Vec<usize>,
+}
+
+impl DmaBuf {
+    /// `priv->nr_ranges`.
+    pub fn nr_ranges(&self) -> usize {
+        self.phys_vec.len()
+    }
+
+    /// `kref_read(&priv->kref)`: one plus the live mappings.
+    pub fn kref(&self) -> u32 {
+        self.kref
+    }
 }
 
 /// `struct dma_buf_attachment`.
@@ -66,10 +87,12 @@ pub enum AttachError {
     NoPeer2Peer,
     /// `vfio_pci_dma_buf_attach()`: `priv->revoked`. ENODEV.
     Revoked,
-    /// A static importer (no `move_notify`) makes `dma_buf_dynamic_attach()`
-    /// pin the dynamic exporter; `vfio_pci_dma_buf_pin()` refuses:
-    /// EOPNOTSUPP.
-    PinNotSupported,
+    /// `vfio_pci_dma_buf_attach()`: `!dma_buf_attach_revocable()`, an
+    /// importer without `invalidate_mappings` (7.2.13
+    /// `vfio_pci_dmabuf.c:36-37`, `dma-buf.c:1354-1358`). EOPNOTSUPP. (The
+    /// 6.19-7.0 trees refused the same importers in `vfio_pci_dma_buf_pin()`
+    /// with the same errno; 7.2.13 has no `pin` op.)
+    NotRevocable,
 }
 
 impl AttachError {
@@ -79,7 +102,7 @@ impl AttachError {
             AttachError::NoSuchDmaBuf => Errno::EBADF,
             AttachError::NoSuchImporter => Errno::EINVAL,
             AttachError::NoMem => Errno::ENOMEM,
-            AttachError::NoPeer2Peer | AttachError::PinNotSupported => Errno::EOPNOTSUPP,
+            AttachError::NoPeer2Peer | AttachError::NotRevocable => Errno::EOPNOTSUPP,
             AttachError::Revoked => Errno::ENODEV,
         }
     }
@@ -94,7 +117,9 @@ impl fmt::Display for AttachError {
             AttachError::NoMem => write!(f, "dma_buf_dynamic_attach(): allocation failed ({e})"),
             AttachError::NoPeer2Peer => write!(f, "vfio_pci_dma_buf_attach(): importer is not P2P-capable ({e})"),
             AttachError::Revoked => write!(f, "vfio_pci_dma_buf_attach(): the dma-buf is revoked ({e})"),
-            AttachError::PinNotSupported => write!(f, "vfio_pci_dma_buf_pin(): a static importer cannot pin ({e})"),
+            AttachError::NotRevocable => {
+                write!(f, "vfio_pci_dma_buf_attach(): the importer has no invalidate_mappings ({e})")
+            }
         }
     }
 }
@@ -128,7 +153,8 @@ impl Shim {
         self.counters.dmabufs -= 1;
     }
 
-    /// `dma_buf_dynamic_attach()` with vfio's `attach` and `pin`.
+    /// `dma_buf_dynamic_attach()` (`dma-buf.c:1031-1069` in 7.2.13) with
+    /// vfio's `attach` op; vfio has no `pin` op, so nothing else runs.
     pub fn attach(&mut self, id: DmaBufId, importer: ImporterId) -> Result<AttachmentId, AttachError> {
         let Some(buf) = self.dma_buf(id) else { return Err(AttachError::NoSuchDmaBuf) };
         let revoked = buf.revoked;
@@ -136,9 +162,7 @@ impl Shim {
         if !self.kmalloc(Alloc::Attachment) {
             return Err(AttachError::NoMem);
         }
-        // dmabuf->ops->attach(), then (a static importer of a dynamic
-        // exporter) dma_buf_pin().
-        if let Err(e) = Self::vfio_pci_dma_buf_attach(revoked, &desc).and_then(|()| Self::vfio_pci_dma_buf_pin(&desc)) {
+        if let Err(e) = Self::vfio_pci_dma_buf_attach(revoked, desc.peer2peer, desc.invalidate_mappings) {
             return Err(self.err_attach(e));
         }
         let a = self.attachments.len();
@@ -153,7 +177,7 @@ impl Shim {
     }
 
     /// `err_attach:` `kfree(attach)`.
-    fn err_attach(&mut self, err: AttachError) -> AttachError {
+    pub(crate) fn err_attach(&mut self, err: AttachError) -> AttachError {
         self.counters.ledger.free(Alloc::Attachment);
         err
     }
@@ -191,42 +215,39 @@ impl Shim {
         Ok(MappingId(m))
     }
 
-    /// `dma_buf_unmap_attachment()` → `vfio_pci_dma_buf_unmap()` →
-    /// `dma_buf_free_sgt()`. Unmapping a gone mapping does nothing.
+    /// `dma_buf_unmap_attachment()` → `vfio_pci_dma_buf_unmap()`.
+    /// Unmapping a gone mapping does nothing.
     pub fn unmap(&mut self, id: MappingId) {
         let Some(dma) = self.mappings.get_mut(id.0).and_then(Option::take) else { return };
-        let imp = match self.attachments.get_mut(dma.attachment.0).and_then(Option::as_mut) {
+        let (imp, buf) = match self.attachments.get_mut(dma.attachment.0).and_then(Option::as_mut) {
             Some(att) => {
                 att.mappings.retain(|&x| x != id.0);
-                att.importer.0
+                (att.importer.0, Some(att.dmabuf.0))
             }
-            None => usize::MAX,
+            None => (usize::MAX, None),
         };
-        crate::dma_buf_mapping::dma_buf_free_sgt(self, imp, &dma);
+        self.vfio_pci_dma_buf_unmap(imp, buf, &dma);
         self.counters.mappings -= 1;
     }
 
-    /// `dma_buf_move_notify()` to every attachment, then, for a revocation,
-    /// the wait for the mappings the importers did not drop at once.
-    pub(crate) fn dma_buf_move_notify(&mut self, buf: usize, revoked: bool) {
-        let atts = self.dmabufs.get(buf).and_then(Option::as_ref).map(|d| d.attachments.clone()).unwrap_or_default();
+    /// `dma_buf_invalidate_mappings()` (`dma-buf.c:1399-1410` in 7.2.13;
+    /// `dma_buf_move_notify()` before): every attachment's
+    /// `invalidate_mappings`. vfio only lets revocable importers attach, so
+    /// every attachment has one. A device importer that unmaps in the
+    /// callback does so now; iommufd's is `iopt_revoke_notify()`.
+    pub(crate) fn dma_buf_invalidate_mappings(&mut self, buf: usize) {
+        let Some(d) = self.dmabufs.get(buf).and_then(Option::as_ref) else { return };
+        let (atts, iommufd) = (d.attachments.clone(), d.iommufd.clone());
         for &a in &atts {
-            self.events.move_notifies += 1;
+            self.events.invalidations += 1;
             let imp = self.attachments[a].as_ref().map(|x| x.importer);
-            if imp.and_then(|imp| self.importer(imp)).is_some_and(|imp| imp.desc.unmap_in_move_notify) {
+            if imp.and_then(|imp| self.importer(imp)).is_some_and(|imp| imp.desc.unmap_in_invalidate_mappings) {
                 self.unmap_all(a);
             }
         }
-        if revoked {
-            for &a in &atts {
-                let live = self.attachments[a].as_ref().map_or(0, |x| x.mappings.len());
-                if live != 0 {
-                    // The importer unmaps from its own context after
-                    // move_notify returned; revocation completes only then.
-                    self.events.revoke_waits += live as u64;
-                    self.unmap_all(a);
-                }
-            }
+        for p in iommufd {
+            self.events.invalidations += 1;
+            self.iopt_revoke_notify(p);
         }
     }
 

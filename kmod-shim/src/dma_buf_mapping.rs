@@ -1,5 +1,8 @@
 //! `drivers/dma-buf/dma-buf-mapping.c`: `dma_buf_phys_vec_to_sgt()`, with
-//! its error labels one function each, and `dma_buf_free_sgt()`.
+//! its error labels one function each, and `dma_buf_free_sgt()`, as in
+//! Linux 7.2.13 (`dma-buf-mapping.c:100-258`; 7.3.4's file is
+//! byte-identical); plus dma-iommu's `dma_iova_destroy()` and
+//! `dma_iova_free()` as far as they decide what IOVA space is handed back.
 
 use std::fmt;
 
@@ -72,7 +75,8 @@ pub enum MapError {
     Revoked,
     /// A `kzalloc()` (`dma`, `state`) or `sg_alloc_table()` failed. ENOMEM.
     NoMem,
-    /// `pci_p2pdma_map_type()` said `PCI_P2PDMA_MAP_NOT_SUPPORTED`. EINVAL.
+    /// `pci_p2pdma_map_type()` said `PCI_P2PDMA_MAP_NOT_SUPPORTED` (the
+    /// `default:` case, 7.2.13 `dma-buf-mapping.c:139-141`). EINVAL.
     P2pNotSupported,
     /// `calc_sg_nents()` overflowed to 0 and `sg_alloc_table()` refused.
     /// EINVAL.
@@ -151,11 +155,12 @@ impl MapCtx<'_> {
     }
 
     fn faithful(&self) -> bool {
-        self.fidelity == Fidelity::Kernel
+        self.fidelity.is_kernel()
     }
 }
 
-/// `dma_iova_free()` of a whole span.
+/// `dma_iova_free()` (`drivers/iommu/dma-iommu.c:1846` in 7.2.13): the
+/// whole span back to the allocator.
 fn dma_iova_free(ctx: &mut MapCtx<'_>, imp: &mut Importer, st: IovaState) {
     if let Some(iommu) = imp.iommu.as_mut() {
         iommu.free_iova(st.addr, st.size);
@@ -163,8 +168,42 @@ fn dma_iova_free(ctx: &mut MapCtx<'_>, imp: &mut Importer, st: IovaState) {
     ctx.kfree(Alloc::IovaSpan);
 }
 
-/// `dma_buf_phys_vec_to_sgt()`, step by step; a failure jumps to the label
-/// the C jumps to.
+/// `dma_iova_destroy(dev, state, mapped_len)`: unlink the first
+/// `mapped_len` bytes of the span and hand the IOVA space back.
+///
+/// The two releases the lab runs differ here. 7.2.13
+/// (`drivers/iommu/dma-iommu.c:2137-2150`) unlinks through
+/// `__iommu_dma_iova_unlink(..., free_iova = true)` (:2074-2104), which
+/// frees the IOVA with the *linked* size, `iova_align(mapped_len)` (:2103),
+/// not the span's: a size the per-CPU rcache takes parks the span's pfn in
+/// the bin of that size, a larger one goes to `free_iova()`, which frees the
+/// whole node by pfn. 7.3.4 (`dma-iommu.c:2148-2160`) unlinks with
+/// `dma_iova_unlink()` and then always calls `dma_iova_free()` with the
+/// span's size. Either way no IOVA space is lost for good, so the model,
+/// which has no rcache, frees the whole span in both versions; what differs
+/// is which addresses later allocations get on 7.2.13, which the lab must
+/// therefore judge by exhaustion, not by address. The model counts the
+/// calls where the sizes differ ([`crate::Events::short_iova_frees`]).
+/// `mapped_len == 0` is `dma_iova_free()` in both versions.
+fn dma_iova_destroy(ctx: &mut MapCtx<'_>, imp: &mut Importer, st: IovaState, mapped_len: u64) {
+    if mapped_len == 0 {
+        return dma_iova_free(ctx, imp, st);
+    }
+    if let Some(iommu) = imp.iommu.as_mut() {
+        iommu.unmap(st.addr, mapped_len);
+    }
+    if mapped_len < st.size {
+        ctx.events.short_iova_frees += 1;
+    }
+    dma_iova_free(ctx, imp, st);
+}
+
+/// `dma_buf_phys_vec_to_sgt()` (7.2.13 `dma-buf-mapping.c:100-221`), step
+/// by step; a failure jumps to the label the C jumps to. The success path's
+/// two `WARN_ON_ONCE()`s (`mapped_len != size`, :180, and a left-over
+/// `sgl`, :201) cannot fire in the model: the second is its
+/// `debug_assert!`, the first holds by construction (the validator's size
+/// is the sum of the ranges).
 pub(crate) fn dma_buf_phys_vec_to_sgt(
     ctx: &mut MapCtx<'_>,
     buf: &DmaBuf,
@@ -223,7 +262,7 @@ pub(crate) fn dma_buf_phys_vec_to_sgt(
                 };
                 if let Err(errno) = r {
                     let err = MapError::IovaLink { index: i, errno };
-                    return Err(err_unmap_dma(ctx, imp, buf, &sgt, state, i, mapped_len, err));
+                    return Err(err_unmap_dma(ctx, imp, &sgt, state, i, mapped_len, err));
                 }
                 mapped_len += pv.len;
                 continue;
@@ -232,7 +271,7 @@ pub(crate) fn dma_buf_phys_vec_to_sgt(
                 Some(a) => a,
                 None => {
                     let err = MapError::MapPhys { index: i };
-                    return Err(err_unmap_dma(ctx, imp, buf, &sgt, state, i, mapped_len, err));
+                    return Err(err_unmap_dma(ctx, imp, &sgt, state, i, mapped_len, err));
                 }
             },
         };
@@ -241,7 +280,7 @@ pub(crate) fn dma_buf_phys_vec_to_sgt(
     if let Some(st) = span {
         if ctx.faults.hit(FaultSite::IovaSync) {
             let i = buf.phys_vec.len();
-            return Err(err_unmap_dma(ctx, imp, buf, &sgt, state, i, mapped_len, MapError::IovaSync));
+            return Err(err_unmap_dma(ctx, imp, &sgt, state, i, mapped_len, MapError::IovaSync));
         }
         sgt.fill_sg_entry(mapped_len, st.addr, max);
     }
@@ -251,55 +290,52 @@ pub(crate) fn dma_buf_phys_vec_to_sgt(
     Ok(DmaBufDma { attachment: att, sgt, state, size: buf.size })
 }
 
-/// `err_unmap_dma:` undo the `i` ranges handled so far, free the sg
-/// table, then fall through to [`err_free_state`].
+/// `err_unmap_dma:` (`dma-buf-mapping.c:204-215`) undo the `i` ranges
+/// handled so far, free the sg table, then fall through to
+/// [`err_free_state`].
 #[allow(clippy::too_many_arguments, reason = "the C label sees every local of the function; these are they")]
 fn err_unmap_dma(
     ctx: &mut MapCtx<'_>,
     imp: &mut Importer,
-    buf: &DmaBuf,
     sgt: &SgTable,
     state: Option<IovaState>,
     i: usize,
     mapped_len: u64,
     err: MapError,
 ) -> MapError {
-    let max = max_sg_ent_sz(ctx.page);
     match state {
         // `!dma->state`: bus addresses, nothing to undo.
         None => {}
         Some(st) if st.uses_iova() => {
             if i != 0 {
-                // dma_iova_destroy(mapped_len): unlink what was linked, free
-                // the whole span.
-                if let Some(iommu) = imp.iommu.as_mut() {
-                    iommu.unmap(st.addr, mapped_len);
-                }
-                dma_iova_free(ctx, imp, st);
+                dma_iova_destroy(ctx, imp, st, mapped_len);
             } else if ctx.faithful() {
-                // Defect 2: `if (!i || ...)` skips dma_iova_destroy(), and
-                // nothing later frees the span.
+                // Defect 2 (:205): `if (!i || ...)` skips dma_iova_destroy(),
+                // and nothing later frees the span.
                 ctx.anomalies.push(Anomaly::IovaLeak { bytes: st.size });
             } else {
-                dma_iova_free(ctx, imp, st);
+                // kernel-patches/0002: dma_iova_destroy(mapped_len = 0),
+                // which is dma_iova_free().
+                dma_iova_destroy(ctx, imp, st, mapped_len);
             }
         }
         Some(_) => {
             if ctx.faithful() {
                 if i != 0 {
-                    // Defect 4: for_each_sgtable_dma_sg() walks all nents
-                    // entries, the never-filled (zeroed) ones included.
+                    // Defect 4 (:210-213): for_each_sgtable_dma_sg() walks
+                    // all nents entries, the never-filled (zeroed) ones
+                    // included.
                     for e in &sgt.entries {
                         dma_unmap_phys(imp, ctx.events, e.dma_address, u64::from(e.dma_length));
                     }
                 }
             } else {
-                // Undo exactly the i ranges mapped, one unmap per map.
-                let mut k = 0;
-                for pv in buf.phys_vec.iter().take(i) {
-                    let addr = sgt.entries.get(k).map_or(0, |e| e.dma_address);
-                    dma_unmap_phys(imp, ctx.events, addr, pv.len);
-                    k += pv.len.div_ceil(max) as usize;
+                // kernel-patches/0004: the same walk, stopped at the first
+                // entry never filled (the `sgl` cursor), so one unmap per
+                // filled entry, as dma_buf_free_sgt() does. A range longer
+                // than MAX_SG_ENT_SZ is unmapped in pieces, one per entry.
+                for e in &sgt.entries[..sgt.filled] {
+                    dma_unmap_phys(imp, ctx.events, e.dma_address, u64::from(e.dma_length));
                 }
             }
         }
@@ -321,10 +357,11 @@ fn err_free_state(
 ) -> MapError {
     if let Some(st) = span {
         if ctx.faithful() {
-            // Defect 3: only the state is freed; the IOVA space
-            // dma_iova_try_alloc() reserved is never given back.
+            // Defect 3 (:147-149, :216-217): only the state is freed; the
+            // IOVA space dma_iova_try_alloc() reserved is never given back.
             ctx.anomalies.push(Anomaly::IovaLeak { bytes: st.size });
         } else {
+            // kernel-patches/0003: dma_iova_free() first.
             dma_iova_free(ctx, imp, st);
         }
     }
@@ -340,7 +377,9 @@ fn err_free_dma(ctx: &mut MapCtx<'_>, err: MapError) -> MapError {
     err
 }
 
-/// `dma_buf_free_sgt()`: undo a successful mapping.
+/// `dma_buf_free_sgt()` (`dma-buf-mapping.c:233-258`): undo a successful
+/// mapping. On the IOVA path `dma_iova_destroy(dma->size)`, the whole span
+/// (so the 7.2.13 / 7.3.4 difference of `dma_iova_destroy()` does not show).
 pub(crate) fn dma_buf_free_sgt(shim: &mut Shim, imp: usize, dma: &DmaBufDma) {
     if let Some(imp) = shim.importers.get_mut(imp) {
         match dma.state {

@@ -59,17 +59,40 @@ impl FaultPlan {
 
 /// Whether the shim reproduces the kernel's error paths as written, or the
 /// corrected ones this crate proposes. The differences are the
-/// [`crate::DEFECTS`], each with the kernels its faithful behaviour
-/// reproduces ([`crate::Defect::faithful_models`]).
+/// [`crate::DEFECTS`], each with the mode that reproduces it
+/// ([`crate::Defect::fidelity`]) and the kernels it models
+/// ([`crate::Defect::faithful_models`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Fidelity {
-    /// The kernel as read (6.19-7.0 torvalds/linux), including its
-    /// questionable paths; for defect 5, the code before its upstream fix
-    /// in v7.0-rc6.
+    /// Linux [`Fidelity::KERNEL_VERSION`] (Debian's 7.2.13 source, read
+    /// file by file), including its questionable paths: defects 1 to 4.
+    /// Debian 7.3.4's `dma-buf-mapping.c` and `vfio_pci_dmabuf.c` are
+    /// byte-identical, so this is 7.3.4 too for everything the model
+    /// reproduces (7.3.4's `dma_iova_destroy()` differs in how much IOVA it
+    /// hands back, which the model's allocator cannot tell apart: see
+    /// `dma_iova_destroy()` in `dma_buf_mapping.rs`).
     Kernel,
-    /// The alternative: every failure leaves the state as it was.
+    /// [`Fidelity::Kernel`] plus defect 5, the `dma_buf_fd()` double
+    /// release of the trees before its fix in v7.0-rc6 (e98137f0a874): the
+    /// one behaviour of 6.19 to 7.0-rc5 the model keeps that 7.2.13 no
+    /// longer has. Everything else is 7.2.13's.
+    KernelPre70Rc6,
+    /// The alternative: every failure leaves the state as it was; for
+    /// defects 1 to 4 exactly what `kernel-patches/0001-0004` make the
+    /// 7.2.13 code do.
     #[default]
     Fixed,
+}
+
+impl Fidelity {
+    /// The Linux release [`Fidelity::Kernel`] reproduces.
+    pub const KERNEL_VERSION: &'static str = "7.2.13";
+
+    /// Whether the kernel's defects 1 to 4 are reproduced (both kernel
+    /// modes).
+    pub const fn is_kernel(self) -> bool {
+        matches!(self, Fidelity::Kernel | Fidelity::KernelPre70Rc6)
+    }
 }
 
 /// Armed plan plus per-site call counters.

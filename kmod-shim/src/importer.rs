@@ -30,16 +30,19 @@ pub enum DmaOps {
 /// ops (`struct dma_buf_attach_ops`) can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ImporterDesc {
-    /// `dma_buf_attach_ops.allow_peer2peer`.
+    /// `dma_buf_attach_ops.allow_peer2peer`. A static importer
+    /// (`dma_buf_attach()`, no ops at all) has it false.
     pub peer2peer: bool,
-    /// Whether the importer is dynamic, i.e. has
-    /// `dma_buf_attach_ops.move_notify` (the revocation callback). A static
-    /// importer needs `pin`, which vfio refuses.
-    pub move_notify: bool,
-    /// Whether its `move_notify` unmaps at once. If not, the importer unmaps
-    /// later and revocation waits for it (counted in
+    /// Whether the importer has `dma_buf_attach_ops.invalidate_mappings`,
+    /// the revocation callback: `dma_buf_attach_revocable()`
+    /// (`drivers/dma-buf/dma-buf.c:1354-1358` in 7.2.13). Without it
+    /// `vfio_pci_dma_buf_attach()` refuses the attach (EOPNOTSUPP,
+    /// `vfio_pci_dmabuf.c:36-37`).
+    pub invalidate_mappings: bool,
+    /// Whether its `invalidate_mappings` unmaps at once. If not, the
+    /// importer unmaps later and revocation waits for it (counted in
     /// [`Events::revoke_waits`]).
-    pub unmap_in_move_notify: bool,
+    pub unmap_in_invalidate_mappings: bool,
     /// `pci_p2pdma_map_type(provider, dev)` for this importer.
     pub map_type: P2pMapType,
     /// The device's DMA ops.
@@ -47,24 +50,24 @@ pub struct ImporterDesc {
 }
 
 impl ImporterDesc {
-    /// A dynamic, P2P-capable importer behind the same switch (BUS_ADDR).
+    /// A revocable, P2P-capable importer behind the same switch (BUS_ADDR).
     pub const fn bus_peer() -> Self {
         Self {
             peer2peer: true,
-            move_notify: true,
-            unmap_in_move_notify: true,
+            invalidate_mappings: true,
+            unmap_in_invalidate_mappings: true,
             map_type: P2pMapType::BusAddr,
             dma: DmaOps::Direct,
         }
     }
 
-    /// A dynamic, P2P-capable importer through the host bridge behind an
+    /// A revocable, P2P-capable importer through the host bridge behind an
     /// IOMMU whose aperture is `[start, end)`.
     pub const fn iommu_peer(start: u64, end: u64) -> Self {
         Self {
             peer2peer: true,
-            move_notify: true,
-            unmap_in_move_notify: true,
+            invalidate_mappings: true,
+            unmap_in_invalidate_mappings: true,
             map_type: P2pMapType::ThruHostBridge,
             dma: DmaOps::Iommu { aperture_start: start, aperture_end: end, iova_api: true },
         }
@@ -161,7 +164,7 @@ impl Shim {
     }
 
     /// The present BAR holding `phys`, as (phys, bytes to the BAR's end).
-    fn in_bar(&self, phys: u64) -> Option<(u64, u64)> {
+    pub(crate) fn in_bar(&self, phys: u64) -> Option<(u64, u64)> {
         self.vdev.dev.bars.iter().find_map(|b| {
             let end = b.start.checked_add(b.len)?;
             (!b.is_absent() && phys >= b.start && phys < end).then(|| (phys, end - phys))

@@ -10,6 +10,8 @@ use crate::dma_buf_mapping::DmaBufDma;
 use crate::fault::{FaultPlan, FaultSite, Faults, Fidelity};
 use crate::importer::{DmaOps, Importer, ImporterDesc};
 use crate::iommu::{Iommu, IommuModel};
+use crate::iommufd::io_pagetable::Ioas;
+use crate::iommufd::pages::IoptPages;
 use crate::sg::{SgEntry, SgTable};
 use crate::state::{Alloc, Anomaly, AttachmentId, Counters, DmaBufId, Events, ImporterId, MappingId, Snapshot};
 use crate::vfio_pci_dmabuf::VfioPciCoreDevice;
@@ -54,6 +56,8 @@ pub struct Shim {
     pub(crate) importers: Vec<Importer>,
     pub(crate) attachments: Vec<Option<Attachment>>,
     pub(crate) mappings: Vec<Option<DmaBufDma>>,
+    pub(crate) ioas: Vec<Ioas>,
+    pub(crate) iopt_pages: Vec<Option<IoptPages>>,
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
     pub(crate) events: Events,
@@ -71,6 +75,8 @@ impl Shim {
             importers: Vec::new(),
             attachments: Vec::new(),
             mappings: Vec::new(),
+            ioas: Vec::new(),
+            iopt_pages: Vec::new(),
             faults: Faults::default(),
             counters: Counters::default(),
             events: Events::default(),
@@ -88,15 +94,18 @@ impl Shim {
         &self.vdev
     }
 
-    /// Which IOMMU driver the importers' domains model (default
+    /// Which IOMMU driver the importers' and IOASes' domains model (default
     /// [`IommuModel::IntelVtd`], the one the kernel lab measured). Applies to
-    /// the importers already added and to those added later.
+    /// the domains already made and to those made later.
     pub fn set_iommu_model(&mut self, model: IommuModel) {
         self.iommu_model = model;
         for imp in &mut self.importers {
             if let Some(io) = imp.iommu.as_mut() {
                 io.set_model(model);
             }
+        }
+        for io in &mut self.ioas {
+            io.domain.set_model(model);
         }
     }
 
@@ -152,6 +161,8 @@ impl Shim {
             iommus: self.importers.iter().map(|i| i.iommu.as_ref().map(Iommu::snapshot)).collect(),
             list: self.vdev.dmabufs.clone(),
             dmabufs: self.dma_bufs().map(|(i, d)| (i.0, d.revoked, d.vdev, d.refs)).collect(),
+            ioas: self.ioas.iter().map(|x| x.domain.snapshot()).collect(),
+            iommufd: self.iopt_areas().map(|(a, _)| a.0).collect(),
         }
     }
 

@@ -44,11 +44,14 @@ pub enum Alloc {
     /// `dma_iova_try_alloc()`: an IOVA span (IOVA space, not memory; not a
     /// [`crate::FaultSite::Alloc`] site).
     IovaSpan,
+    /// `iopt_alloc_pages()` in `iopt_alloc_dmabuf_pages()`: iommufd's
+    /// `struct iopt_pages` for a dma-buf mapped with `IOMMU_IOAS_MAP_FILE`.
+    IoptPages,
 }
 
 impl Alloc {
     /// Every allocation kind, in the order the kernel makes them.
-    pub const ALL: [Alloc; 9] = [
+    pub const ALL: [Alloc; 10] = [
         Alloc::RangeCopy,
         Alloc::Priv,
         Alloc::PhysVec,
@@ -58,6 +61,7 @@ impl Alloc {
         Alloc::IovaState,
         Alloc::SgTable,
         Alloc::IovaSpan,
+        Alloc::IoptPages,
     ];
 
     /// The kernel expression that allocates it.
@@ -72,6 +76,7 @@ impl Alloc {
             Alloc::IovaState => "dma->state",
             Alloc::SgTable => "dma->sgt",
             Alloc::IovaSpan => "dma->state->addr",
+            Alloc::IoptPages => "pages",
         }
     }
 
@@ -94,7 +99,8 @@ impl fmt::Display for Alloc {
 /// Outside a kernel-faithful anomaly, each count is what the live objects
 /// hold: `priv`, `phys_vec` and the file once per dma-buf, one attachment
 /// each, `dma`, the sg table (and on the host-bridge path the state) once per
-/// mapping, one IOVA span per IOVA-path mapping, no range copy. Checked by
+/// mapping, one IOVA span per IOVA-path mapping, one `iopt_pages` per
+/// iommufd area, no range copy. Checked by
 /// [`crate::check_invariants`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ledger {
@@ -149,13 +155,20 @@ pub struct Counters {
 /// Event totals (not restored by a failed call; they count what happened).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Events {
-    /// `dma_buf_move_notify()` deliveries to attachments.
-    pub move_notifies: u64,
-    /// Mappings revocation had to wait for (the importer unmapped after its
-    /// `move_notify` returned).
+    /// `invalidate_mappings` calls: `dma_buf_invalidate_mappings()`
+    /// deliveries to attachments (the kernel lab's importer counts the
+    /// same).
+    pub invalidations: u64,
+    /// Mappings a revocation had to wait for: `wait_for_completion()` in
+    /// `vfio_pci_dma_buf_move()` returned only once the importer unmapped
+    /// them after its `invalidate_mappings` returned.
     pub revoke_waits: u64,
     /// Zero-length `dma_unmap_phys()` calls of the kernel-faithful unwind.
     pub spurious_unmaps: u64,
+    /// `dma_iova_destroy()` calls with fewer bytes linked than the span
+    /// holds (a link failed at range `i > 0`): where 7.2.13 hands the IOVA
+    /// back with the linked size and 7.3.4 with the span's.
+    pub short_iova_frees: u64,
 }
 
 /// Everything a failed call must leave as it was.
@@ -169,6 +182,10 @@ pub struct Snapshot {
     pub list: Vec<usize>,
     /// Live dma-bufs: index, revoked, vdev, refs.
     pub dmabufs: Vec<(usize, bool, bool, u32)>,
+    /// Every IOAS's domain.
+    pub ioas: Vec<IommuSnapshot>,
+    /// Live iommufd areas.
+    pub iommufd: Vec<usize>,
 }
 
 /// Something the kernel-faithful mode did that the kernel must not do.

@@ -1,19 +1,20 @@
-//! `drivers/vfio/pci/vfio_pci_dmabuf.c`: the export
-//! (`vfio_pci_core_feature_dma_buf()`, its error labels one function each),
-//! the exporter ops (attach, pin, map, unmap, release), revocation
-//! (`vfio_pci_dma_buf_move()`) and `vfio_pci_dma_buf_cleanup()`; plus the
-//! device state they read (`struct vfio_pci_core_device`) and the reset
-//! entry of `vfio_pci_core.c` that revokes.
+//! `drivers/vfio/pci/vfio_pci_dmabuf.c` as in Linux 7.2.13 (Debian 7.3.4's
+//! file is byte-identical): the export (`vfio_pci_core_feature_dma_buf()`,
+//! its error labels one function each), the exporter ops (attach, map,
+//! unmap, release; there is no `pin` op), iommufd's
+//! `vfio_pci_dma_buf_iommufd_map()`, revocation (`vfio_pci_dma_buf_move()`)
+//! and `vfio_pci_dma_buf_cleanup()`; plus the device state they read
+//! (`struct vfio_pci_core_device`) and the reset entry of `vfio_pci_core.c`
+//! that revokes.
 
 use std::fmt;
 
-use uapi::{DeviceFeatureDmaBufSingle, OwnedRequest, Request};
+use uapi::{DeviceFeatureDmaBufSingle, OwnedRequest, Request, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_MASK};
 use validator::{Device, Outcome, PhysVec, Reject, Stage};
 
 use crate::dma_buf::{AttachError, DmaBuf};
-use crate::dma_buf_mapping::{dma_buf_phys_vec_to_sgt, DmaBufDma, MapCtx, MapError};
+use crate::dma_buf_mapping::{dma_buf_free_sgt, dma_buf_phys_vec_to_sgt, DmaBufDma, MapCtx, MapError};
 use crate::fault::{FaultSite, Fidelity};
-use crate::importer::ImporterDesc;
 use crate::p2p::P2pProvider;
 use crate::state::{Alloc, Anomaly, AttachmentId, DmaBufId};
 use crate::{Errno, Shim};
@@ -34,6 +35,11 @@ pub struct VfioPciCoreDevice {
     pub reset_works: bool,
     /// `pci_bus_address() - pci_resource_start()` for every BAR, wrapping.
     pub bus_offset: u64,
+    /// `vdev->pci_ops->get_dmabuf_phys` is set: vfio-pci and nvgrace-gpu
+    /// set it, the other variant drivers (mlx5, virtio, xe, ...) do not, and
+    /// then every `DMA_BUF` feature call is EOPNOTSUPP. Set with
+    /// [`Shim::set_get_dmabuf_phys`]; true by default.
+    pub get_dmabuf_phys: bool,
     /// `vdev->dmabufs`, in insertion order.
     pub(crate) dmabufs: Vec<usize>,
 }
@@ -42,7 +48,15 @@ impl VfioPciCoreDevice {
     /// An open device, memory decoding on, with a reset method and no
     /// dma-bufs.
     pub(crate) fn new(dev: Device, bus_offset: u64) -> Self {
-        Self { dev, memory_enabled: true, open: true, reset_works: true, bus_offset, dmabufs: Vec::new() }
+        Self {
+            dev,
+            memory_enabled: true,
+            open: true,
+            reset_works: true,
+            bus_offset,
+            get_dmabuf_phys: true,
+            dmabufs: Vec::new(),
+        }
     }
 
     /// The dma-bufs on `vdev->dmabufs`.
@@ -63,6 +77,11 @@ pub enum ExportError {
     /// The device is not open, so there is no fd to issue the ioctl on.
     /// EBADF.
     DeviceNotOpen,
+    /// `!vdev->pci_ops || !vdev->pci_ops->get_dmabuf_phys`
+    /// (`vfio_pci_dmabuf.c:232-233` in 7.2.13): the variant driver cannot
+    /// export. Checked before `vfio_check_feature()`, so a PROBE answers
+    /// it too. EOPNOTSUPP.
+    NoDmaBufPhys,
     /// `memdup_array_user()`'s allocation failed. ENOMEM.
     RangeCopyNoMem,
     /// `kzalloc(priv)` failed. ENOMEM.
@@ -82,6 +101,7 @@ impl ExportError {
             ExportError::Rejected(r) => r.errno(),
             ExportError::NotAnExport => Errno::EINVAL,
             ExportError::DeviceNotOpen => Errno::EBADF,
+            ExportError::NoDmaBufPhys => Errno::EOPNOTSUPP,
             ExportError::RangeCopyNoMem
             | ExportError::PrivNoMem
             | ExportError::PhysVecNoMem
@@ -98,6 +118,7 @@ impl fmt::Display for ExportError {
             ExportError::Rejected(r) => write!(f, "rejected: {} ({e})", r.name()),
             ExportError::NotAnExport => write!(f, "not a dma-buf GET ({e})"),
             ExportError::DeviceNotOpen => write!(f, "the device is not open ({e})"),
+            ExportError::NoDmaBufPhys => write!(f, "the driver has no get_dmabuf_phys ({e})"),
             ExportError::RangeCopyNoMem => write!(f, "memdup_array_user() failed ({e})"),
             ExportError::PrivNoMem => write!(f, "kzalloc(priv) failed ({e})"),
             ExportError::PhysVecNoMem => write!(f, "kcalloc(phys_vec) failed ({e})"),
@@ -127,6 +148,13 @@ impl Shim {
         self.vdev.open = true;
     }
 
+    /// Whether the driver has `pci_ops->get_dmabuf_phys` (vfio-pci does);
+    /// without it every `DMA_BUF` feature call, PROBE included, is
+    /// EOPNOTSUPP ([`ExportError::NoDmaBufPhys`]). True by default.
+    pub fn set_get_dmabuf_phys(&mut self, has: bool) {
+        self.vdev.get_dmabuf_phys = has;
+    }
+
     /// Whether the device has a reset method (`vdev->reset_works`); without
     /// one, [`Shim::try_reset`] is EINVAL and touches nothing. True by
     /// default.
@@ -134,15 +162,30 @@ impl Shim {
         self.vdev.reset_works = works;
     }
 
-    /// `VFIO_DEVICE_FEATURE(DMA_BUF | GET)`: `vfio_pci_core_feature_dma_buf()`.
-    /// The validator decides acceptance; the shim adds the allocations, the
-    /// registration, `dma_buf_export()` and `dma_buf_fd()`, in the kernel's
-    /// order, so that a fault lands where it would in the kernel.
+    /// `VFIO_DEVICE_FEATURE(DMA_BUF | GET)`: `vfio_pci_core_feature_dma_buf()`
+    /// (7.2.13 `vfio_pci_dmabuf.c:221-334`). The validator decides
+    /// acceptance, in 7.2.13's order (difference 7 of the 7.2.13 reading:
+    /// `vfio_check_feature()`, the header copy, `!nr_ranges || flags`, the
+    /// region check with `IS_ERR(vfio_pci_core_get_iomap())` at :250-252,
+    /// which is the validator's `BarAbsent`, then the range copy,
+    /// `validate_dmabuf_input()` and `get_dmabuf_phys`); the shim adds what
+    /// comes before it (`get_dmabuf_phys` present, :232) and the
+    /// allocations, the registration, `dma_buf_export()` and `dma_buf_fd()`,
+    /// in the kernel's order, so that a fault lands where it would in the
+    /// kernel.
     pub fn export(&mut self, req: &Request<'_>) -> Result<DmaBufId, ExportError> {
         if !self.vdev.open {
             return Err(ExportError::DeviceNotOpen);
         }
         let verdict = validator::validate(req, &self.vdev.dev, self.cfg.policy);
+        // vfio_ioctl_device_feature() checks every feature call first, then
+        // vfio_pci_core_ioctl_feature() dispatches DMA_BUF to the function
+        // whose first check is the driver's get_dmabuf_phys.
+        let core_refused = matches!(verdict, Err(r) if r.stage() == Stage::VfioCore);
+        let dma_buf = req.feature.flags & VFIO_DEVICE_FEATURE_MASK == VFIO_DEVICE_FEATURE_DMA_BUF;
+        if !self.vdev.get_dmabuf_phys && dma_buf && !core_refused {
+            return Err(ExportError::NoDmaBufPhys);
+        }
         // Where the refusing check sits decides what is allocated when it
         // refuses: the validator's stages are the kernel's order.
         let failed_at = |at: fn(Stage) -> bool| verdict.as_ref().err().filter(|r| at(r.stage())).copied();
@@ -207,8 +250,11 @@ impl Shim {
             revoked: !self.vdev.memory_enabled,
             vdev: true,
             refs: 1,
+            // kref_init() (:303).
+            kref: 1,
             fd_open: true,
             attachments: Vec::new(),
+            iommufd: Vec::new(),
         }));
         self.vdev.dmabufs.push(id);
         self.counters.dmabufs += 1;
@@ -218,19 +264,20 @@ impl Shim {
         Ok(DmaBufId(id))
     }
 
-    /// `err_dma_buf:` `dma_buf_put()` drops the only reference, so the
-    /// release runs (deferred, at return to user space, in the kernel).
-    /// Defect 5 ([`crate::DEFECTS`]), fixed upstream in v7.0-rc6: before
-    /// the fix the code fell through to [`Self::err_dev_put`]; the fix
-    /// returns here.
+    /// `dma_buf_fd()` failed: `dma_buf_put()` drops the only reference, so
+    /// the release runs (deferred, at return to user space, in the kernel)
+    /// and the export returns (7.2.13 `vfio_pci_dmabuf.c:319-323`). Defect 5
+    /// ([`crate::DEFECTS`]), fixed upstream in v7.0-rc6: before the fix the
+    /// `err_dma_buf` label fell through to [`Self::err_dev_put`], which only
+    /// [`Fidelity::KernelPre70Rc6`] reproduces.
     fn err_dma_buf(&mut self, mut unwind: ExportUnwind, id: usize, err: ExportError) -> ExportError {
         if let Some(buf) = self.dmabufs.get_mut(id).and_then(Option::as_mut) {
             buf.fd_open = false;
         }
         self.dma_buf_put(id);
         match self.cfg.fidelity {
-            Fidelity::Fixed => err,
-            Fidelity::Kernel => {
+            Fidelity::Fixed | Fidelity::Kernel => err,
+            Fidelity::KernelPre70Rc6 => {
                 unwind.released = true;
                 let err = self.err_dev_put(unwind, err);
                 // The deferred release then reads the priv just freed.
@@ -293,30 +340,25 @@ impl Shim {
         self.counters.ledger.free(Alloc::Priv);
     }
 
-    /// `vfio_pci_dma_buf_attach()`: P2P importers only, and not while
-    /// revoked.
-    pub(crate) fn vfio_pci_dma_buf_attach(revoked: bool, desc: &ImporterDesc) -> Result<(), AttachError> {
-        if !desc.peer2peer {
+    /// `vfio_pci_dma_buf_attach()` (7.2.13 `vfio_pci_dmabuf.c:25-40`), in its
+    /// order: `!attachment->peer2peer` EOPNOTSUPP (:30), `priv->revoked`
+    /// ENODEV (:33), `!dma_buf_attach_revocable()` (no
+    /// `invalidate_mappings`) EOPNOTSUPP (:36).
+    pub(crate) fn vfio_pci_dma_buf_attach(revoked: bool, peer2peer: bool, revocable: bool) -> Result<(), AttachError> {
+        if !peer2peer {
             Err(AttachError::NoPeer2Peer)
         } else if revoked {
             Err(AttachError::Revoked)
+        } else if !revocable {
+            Err(AttachError::NotRevocable)
         } else {
             Ok(())
         }
     }
 
-    /// `vfio_pci_dma_buf_pin()`: the core pins at attach time for an
-    /// importer without `move_notify`, and vfio refuses.
-    pub(crate) fn vfio_pci_dma_buf_pin(desc: &ImporterDesc) -> Result<(), AttachError> {
-        if desc.move_notify {
-            Ok(())
-        } else {
-            Err(AttachError::PinNotSupported)
-        }
-    }
-
-    /// `vfio_pci_dma_buf_map()`: refuses a revoked dma-buf, then
-    /// `dma_buf_phys_vec_to_sgt()`.
+    /// `vfio_pci_dma_buf_map()` (7.2.13 `vfio_pci_dmabuf.c:50-70`): refuses
+    /// a revoked dma-buf (ENODEV), then `dma_buf_phys_vec_to_sgt()`, and a
+    /// mapping takes a `kref` (:68).
     pub(crate) fn vfio_pci_dma_buf_map(
         &mut self,
         buf: usize,
@@ -324,6 +366,7 @@ impl Shim {
         att: AttachmentId,
     ) -> Result<DmaBufDma, MapError> {
         let Shim { dmabufs, importers, faults, counters, events, anomalies, cfg, vdev, .. } = self;
+        let buf_index = buf;
         let buf = dmabufs.get(buf).and_then(Option::as_ref).ok_or(MapError::NoSuchAttachment)?;
         if buf.revoked {
             return Err(MapError::Revoked);
@@ -338,19 +381,53 @@ impl Shim {
             sg_max_entries: cfg.sg_max_entries,
             page: vdev.dev.page_size.bytes(),
         };
-        dma_buf_phys_vec_to_sgt(&mut ctx, buf, imp, att)
+        let dma = dma_buf_phys_vec_to_sgt(&mut ctx, buf, imp, att)?;
+        if let Some(b) = dmabufs.get_mut(buf_index).and_then(Option::as_mut) {
+            b.kref += 1;
+        }
+        Ok(dma)
     }
 
-    /// `vfio_pci_core_close_device()` → `vfio_pci_dma_buf_cleanup()`: every
-    /// dma-buf leaves the list, loses its device and is revoked for good;
-    /// the dma-bufs themselves live on until their last reference goes.
+    /// `vfio_pci_dma_buf_unmap()` (7.2.13 `vfio_pci_dmabuf.c:72-82`):
+    /// `dma_buf_free_sgt()`, then `kref_put()`; the last put completes a
+    /// waiting revocation (`vfio_pci_dma_buf_done()`, :42-48).
+    pub(crate) fn vfio_pci_dma_buf_unmap(&mut self, imp: usize, buf: Option<usize>, dma: &DmaBufDma) {
+        dma_buf_free_sgt(self, imp, dma);
+        if let Some(b) = buf.and_then(|b| self.dmabufs.get_mut(b)).and_then(Option::as_mut) {
+            b.kref = b.kref.saturating_sub(1);
+        }
+    }
+
+    /// `vfio_pci_dma_buf_iommufd_map()` (7.2.13 `vfio_pci_dmabuf.c:120-140`),
+    /// iommufd's private interconnect: the dma-buf's one physical range, or
+    /// ENODEV while revoked (:131-132), or EOPNOTSUPP for any number of
+    /// ranges but one (:134-136: "more than one range to iommufd will
+    /// require proper DMABUF support").
+    pub(crate) fn vfio_pci_dma_buf_iommufd_map(&self, buf: usize) -> Result<PhysVec, Errno> {
+        let b = self.dmabufs.get(buf).and_then(Option::as_ref).ok_or(Errno::EBADF)?;
+        if b.revoked {
+            return Err(Errno::ENODEV);
+        }
+        match b.phys_vec.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(Errno::EOPNOTSUPP),
+        }
+    }
+
+    /// `vfio_pci_core_close_device()` → `vfio_pci_dma_buf_cleanup()`
+    /// (7.2.13 `vfio_pci_dmabuf.c:380-406`): first the revoke path,
+    /// `vfio_pci_dma_buf_move(vdev, true)` (:394), which invalidates and
+    /// drains every dma-buf not yet revoked and skips those already revoked;
+    /// then every listed dma-buf leaves the list, loses its device and its
+    /// registration (:396-404). Off the list nothing un-revokes it, so it is
+    /// revoked for good; the dma-bufs themselves live on until their last
+    /// reference goes.
     pub fn close_device(&mut self) {
+        self.vfio_pci_dma_buf_move(true);
         let list = std::mem::take(&mut self.vdev.dmabufs);
         for i in list {
             let Some(buf) = self.dmabufs.get_mut(i).and_then(Option::as_mut) else { continue };
             buf.vdev = false;
-            buf.revoked = true;
-            self.dma_buf_move_notify(i, true);
             self.put_registration();
         }
         self.vdev.open = false;
@@ -387,16 +464,53 @@ impl Shim {
         let _ = self.try_reset();
     }
 
-    /// `vfio_pci_dma_buf_move()`: flips `revoked` on every listed dma-buf
-    /// whose state differs and notifies its importers. A revocation returns
-    /// only when every mapping is gone.
+    /// `vfio_pci_dma_buf_move()` (7.2.13 `vfio_pci_dmabuf.c:336-378`): for
+    /// every listed dma-buf whose state differs, `revoked` set (on revoke),
+    /// `dma_buf_invalidate_mappings()` (:351) and, on revoke, the drain:
+    /// `kref_put()` of the registered reference and `wait_for_completion()`
+    /// until every mapping is unmapped (:357-358), then `kref_init()` and
+    /// `reinit_completion()` (:368-369). On restore `revoked` is cleared
+    /// after the invalidation (:371-373). Not modelled: the
+    /// `dma_resv_wait_timeout()` for fences (:352-354; the model has none)
+    /// and `get_file_active()` (:344; releases are synchronous here, so every
+    /// listed file is live).
     fn vfio_pci_dma_buf_move(&mut self, revoked: bool) {
         for i in self.vdev.dmabufs.clone() {
             let Some(buf) = self.dmabufs.get_mut(i).and_then(Option::as_mut) else { continue };
-            if buf.revoked != revoked {
-                buf.revoked = revoked;
-                self.dma_buf_move_notify(i, revoked);
+            if buf.revoked == revoked {
+                continue;
             }
+            if revoked {
+                buf.revoked = true;
+            }
+            self.dma_buf_invalidate_mappings(i);
+            if revoked {
+                self.vfio_pci_dma_buf_drain(i);
+            } else if let Some(buf) = self.dmabufs.get_mut(i).and_then(Option::as_mut) {
+                buf.revoked = false;
+            }
+        }
+    }
+
+    /// The revoke's `kref_put()` + `wait_for_completion()`: importers that
+    /// did not unmap inside `invalidate_mappings` unmap from their own
+    /// context, and the revocation returns only when the last mapping's
+    /// `kref_put()` completes it ([`crate::Events::revoke_waits`] counts the
+    /// mappings waited for). Then `kref_init()` re-arms it.
+    fn vfio_pci_dma_buf_drain(&mut self, i: usize) {
+        let Some(buf) = self.dmabufs.get_mut(i).and_then(Option::as_mut) else { return };
+        buf.kref = buf.kref.saturating_sub(1);
+        let waiting = buf.kref;
+        if waiting != 0 {
+            self.events.revoke_waits += u64::from(waiting);
+            for a in buf.attachments.clone() {
+                self.unmap_all(a);
+            }
+        }
+        if let Some(buf) = self.dmabufs.get_mut(i).and_then(Option::as_mut) {
+            // INVARIANT: no mapping is left, so the re-armed kref is one
+            // plus the (zero) live mappings.
+            buf.kref = 1;
         }
     }
 

@@ -106,15 +106,62 @@ fn kernel_mode_unmaps_never_filled_entries() {
     let io = s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap();
     assert_eq!(io.stats().spurious_unmaps, 1);
     assert_eq!(io.stats().unmaps, 4);
-    // The fixed mode makes one unmap per map and nothing spurious.
-    let (s, _, _) = run(Config::default(), iommu().without_iova_api(), FaultPlan::new(FaultSite::MapPhys, 2));
+    // The fixed mode (kernel-patches/0004) stops at the first entry never
+    // filled: the 4 filled ones, nothing spurious.
+    let (s, before, _) = run(Config::default(), iommu().without_iova_api(), FaultPlan::new(FaultSite::MapPhys, 2));
     assert_eq!(s.events().spurious_unmaps, 0);
-    assert_eq!(s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap().stats().unmaps, 2);
+    assert_eq!(s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap().stats().unmaps, 4);
+    assert_eq!(s.snapshot(), before);
+    // Failing at range 0 nothing was mapped: neither mode unmaps anything.
+    for cfg in [cfg, Config::default()] {
+        let (s, before, failed) = run(cfg, iommu().without_iova_api(), FaultPlan::new(FaultSite::MapPhys, 0));
+        assert!(failed);
+        assert_eq!(s.importer(ImporterId(0)).expect("importer").iommu.as_ref().unwrap().stats().unmaps, 0);
+        assert_eq!(s.snapshot(), before);
+    }
 }
 
+/// The lead's decision on defect 4: `Fidelity::Fixed` follows
+/// `kernel-patches/0004`, one `dma_unmap_phys()` per filled sg entry, which
+/// differs from one per mapped range only for a range longer than
+/// `MAX_SG_ENT_SZ`. Here range 0 is 8 GiB (three entries: `0xfffff000`
+/// twice and `0x2000`), range 1 one page, range 2 fails.
 #[test]
-fn kernel_mode_dma_buf_fd_failure_double_releases() {
-    let cfg = Config { fidelity: Fidelity::Kernel, ..Config::default() };
+fn fixed_mode_unwinds_per_filled_sg_entry_like_patch_0004() {
+    let long: [(u64, u64); 3] = [(0, 8 * GIB), (9 * GIB, 0x1000), (10 * GIB, 0x1000)];
+    let mut s = shim(Config::default());
+    let imp = s.add_importer(iommu().without_iova_api());
+    let buf = export(&mut s, 0, &long).unwrap();
+    let att = s.attach(buf, imp).unwrap();
+    let before = s.snapshot();
+    s.arm_fault(Some(FaultPlan::new(FaultSite::MapPhys, 2)));
+    assert_eq!(s.map(att), Err(MapError::MapPhys { index: 2 }));
+    let io = s.importer(imp).expect("importer").iommu.as_ref().unwrap();
+    // Two dma_map_phys() calls, four unmaps: 3 pieces of range 0, then
+    // range 1. One unmap per range would have been 2.
+    assert_eq!(io.stats().maps, 2);
+    assert_eq!(io.stats().unmaps, 4);
+    assert_eq!(io.stats().bad_frees, 0);
+    assert_eq!(s.events().spurious_unmaps, 0);
+    assert_eq!(s.snapshot(), before);
+    ok(&s);
+    // Ranges no longer than MAX_SG_ENT_SZ: one entry each, so one unmap per
+    // range, the same count either way.
+    let short: [(u64, u64); 3] = [(0, MAX_SEG), (9 * GIB, 0x1000), (10 * GIB, 0x1000)];
+    let mut s = shim(Config::default());
+    let imp = s.add_importer(iommu().without_iova_api());
+    let buf = export(&mut s, 0, &short).unwrap();
+    let att = s.attach(buf, imp).unwrap();
+    s.arm_fault(Some(FaultPlan::new(FaultSite::MapPhys, 2)));
+    assert!(s.map(att).is_err());
+    assert_eq!(s.importer(imp).expect("importer").iommu.as_ref().unwrap().stats().unmaps, 2);
+    ok(&s);
+}
+
+/// Defect 5 as the trees before v7.0-rc6 had it.
+#[test]
+fn kernel_pre_70_rc6_dma_buf_fd_failure_double_releases() {
+    let cfg = Config { fidelity: Fidelity::KernelPre70Rc6, ..Config::default() };
     let (s, before, failed) = run(cfg, iommu(), FaultPlan::new(FaultSite::DmaBufFd, 0));
     assert!(failed);
     assert_ne!(s.snapshot(), before);
@@ -126,16 +173,26 @@ fn kernel_mode_dma_buf_fd_failure_double_releases() {
     assert_eq!((ledger.live(Alloc::PhysVec), ledger.live(Alloc::Priv)), (-1, -1));
     assert_eq!(ledger.live(Alloc::DmaBufFile), 0);
     assert!(check_invariants(&s).is_err());
-    // Fixed: the put alone releases everything.
-    let (s, before, failed) = run(Config::default(), iommu(), FaultPlan::new(FaultSite::DmaBufFd, 0));
-    assert!(failed);
-    assert_eq!(s.snapshot(), before);
-    ok(&s);
+}
+
+/// 7.2.13 (`vfio_pci_dmabuf.c:319-323`) has the fix: `Fidelity::Kernel`
+/// releases once, exactly like the fixed mode.
+#[test]
+fn kernel_7_2_13_dma_buf_fd_failure_releases_once() {
+    for fidelity in [Fidelity::Kernel, Fidelity::Fixed] {
+        let cfg = Config { fidelity, ..Config::default() };
+        let (s, before, failed) = run(cfg, iommu(), FaultPlan::new(FaultSite::DmaBufFd, 0));
+        assert!(failed);
+        assert_eq!(s.snapshot(), before, "{fidelity:?}");
+        assert!(s.anomalies().is_empty(), "{fidelity:?}");
+        ok(&s);
+    }
+    assert_eq!(Fidelity::KERNEL_VERSION, "7.2.13");
 }
 
 #[test]
 fn sync_failure_unwinds_in_both_modes() {
-    for fidelity in [Fidelity::Kernel, Fidelity::Fixed] {
+    for fidelity in [Fidelity::Kernel, Fidelity::KernelPre70Rc6, Fidelity::Fixed] {
         let cfg = Config { fidelity, ..Config::default() };
         // One range: the kernel's offset-0 linking does not get in the way.
         let mut s = shim(cfg);

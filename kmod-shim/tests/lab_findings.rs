@@ -78,22 +78,22 @@ fn f2_reset_without_a_reset_method_is_einval_and_revokes_nothing() {
     let before = s.snapshot();
     assert_eq!(s.try_reset(), Err(Errno::EINVAL));
     s.reset();
-    assert_eq!(s.events().move_notifies, 0);
+    assert_eq!(s.events().invalidations, 0);
     assert_eq!(s.snapshot(), before);
     assert_eq!(s.sg_table(m).unwrap().pairs(), sg, "the mapping survives");
     assert_eq!(s.peer_reach(io, sg[0].0), Some((BAR0 + 0x1_0000, 0x2000)));
     ok(&s);
     // Memory disable still revokes (that path does not depend on reset).
     s.set_memory_enabled(false);
-    assert_eq!(s.events().move_notifies, 1);
+    assert_eq!(s.events().invalidations, 1);
     assert_eq!(s.counters().mappings, 0);
     ok(&s);
     // With a reset method: revoke and restore, two notifications.
     s.set_memory_enabled(true);
     s.set_reset_supported(true);
-    let n = s.events().move_notifies;
+    let n = s.events().invalidations;
     assert_eq!(s.try_reset(), Ok(()));
-    assert_eq!(s.events().move_notifies, n + 2);
+    assert_eq!(s.events().invalidations, n + 2);
     ok(&s);
 }
 

@@ -230,3 +230,33 @@ fn unmap_leaves_nothing_mapped_on_any_path() {
         ok(&s);
     }
 }
+
+/// 7.2.13 `vfio_pci_core_feature_dma_buf()` (:232-233): a driver without
+/// `get_dmabuf_phys` answers EOPNOTSUPP before `vfio_check_feature()`, so
+/// a PROBE gets it too; the vfio core's own checks still come first.
+#[test]
+fn driver_without_get_dmabuf_phys_is_eopnotsupp_even_for_a_probe() {
+    let mut s = shim(Config::default());
+    s.set_get_dmabuf_phys(false);
+    let bytes = request(0, &[(0, 0x1000)]);
+    let req = uapi::Request::decode(&bytes).expect("decodable");
+    assert_eq!(s.export(&req), Err(ExportError::NoDmaBufPhys));
+    assert_eq!(ExportError::NoDmaBufPhys.errno(), Errno::EOPNOTSUPP);
+    let mut probe = uapi::OwnedRequest::from_single(&uapi::DeviceFeatureDmaBufSingle {
+        region_index: 0,
+        open_flags: 2,
+        offset: 0,
+        length: 0x1000,
+    });
+    probe.feature.flags = uapi::VFIO_DEVICE_FEATURE_DMA_BUF | uapi::VFIO_DEVICE_FEATURE_PROBE;
+    assert_eq!(s.export(&probe.request()), Err(ExportError::NoDmaBufPhys));
+    // A bad argsz is the vfio core's EINVAL, before the driver is asked.
+    probe.feature.argsz = 4;
+    assert_eq!(s.export(&probe.request()), Err(ExportError::Rejected(Reject::ArgszBelowFeatureHeader)));
+    assert_eq!(s.counters(), Counters::default());
+    // With it (vfio-pci), the probe is a valid non-export as before.
+    s.set_get_dmabuf_phys(true);
+    probe.feature.argsz = 40;
+    assert_eq!(s.export(&probe.request()), Err(ExportError::NotAnExport));
+    ok(&s);
+}

@@ -36,6 +36,10 @@ enum Op {
     Close,
     Open,
     Fault(usize, u64),
+    /// `IOMMU_IOAS_MAP_FILE` of the whole dma-buf.
+    MapFile(usize),
+    /// `IOMMU_IOAS_UNMAP` of an area.
+    UnmapFile(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +56,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Close),
         1 => Just(Op::Open),
         2 => (0usize..6, 0u64..6).prop_map(|(s, k)| Op::Fault(s, k)),
+        2 => (0usize..8).prop_map(Op::MapFile),
+        1 => (0usize..8).prop_map(Op::UnmapFile),
     ]
 }
 
@@ -65,9 +71,10 @@ proptest! {
             s.add_importer(ImporterDesc::bus_peer()),
             s.add_importer(io),
             s.add_importer(io.without_iova_api()),
-            s.add_importer(ImporterDesc { unmap_in_move_notify: false, ..io }),
+            s.add_importer(ImporterDesc { unmap_in_invalidate_mappings: false, ..io }),
         ];
-        let (mut bufs, mut atts, mut maps) = (vec![], vec![], vec![]);
+        let ioas = s.iommufd_ioas_alloc(APERTURE.0, APERTURE.0 + (64 << 20));
+        let (mut bufs, mut atts, mut maps, mut areas) = (vec![], vec![], vec![], vec![]);
         for op in ops {
             let before = s.snapshot();
             match op {
@@ -101,6 +108,15 @@ proptest! {
                 Op::Close => s.close_device(),
                 Op::Open => s.open_device(),
                 Op::Fault(site, k) => s.arm_fault(Some(FaultPlan::new(FaultSite::ALL[site], k))),
+                // Modulo, so that most draws name a dma-buf.
+                Op::MapFile(b) => if let Some(&b) = bufs.get(b % bufs.len().max(1)) {
+                    let size = s.dma_buf(b).map_or(0, |d| d.size);
+                    match s.iommufd_map_file(ioas, b, 0, size) {
+                        Ok(a) => areas.push(a),
+                        Err(_) => prop_assert_eq!(s.snapshot(), before),
+                    }
+                },
+                Op::UnmapFile(a) => if let Some(&a) = areas.get(a % areas.len().max(1)) { let _ = s.iommufd_unmap(a); },
             }
             if let Err(v) = check_invariants(&s) {
                 return Err(TestCaseError::fail(format!("{v:?}")));

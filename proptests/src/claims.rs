@@ -186,7 +186,7 @@ pub const CLAIMS: &[Claim] = &[
         file: "tests/props.rs",
         claim: "Kernel fidelity (a documented kernel fact, confirmed by the kernel lab on 7.2.13 and 7.3.4, not \
              a property of the proposal): Linux links every range of an IOVA-span mapping at offset 0 of the \
-             span, so in `Fidelity::Kernel` mapping an accepted dma-buf of two or more ranges through an \
+             span, so in `Fidelity::Kernel` (Linux 7.2.13) mapping an accepted dma-buf of two or more ranges through an \
              IOMMU with the IOVA API fails at range 1 with the IOMMU driver's PTE-collision errno (EADDRINUSE \
              on VT-d, EEXIST on io-pgtable-arm) and leaves the state as it was; one-range dma-bufs and every \
              other path behave exactly as in `Fidelity::Fixed`.",
@@ -258,8 +258,17 @@ pub const CLAIMS: &[Claim] = &[
              importer reaches any BAR byte; BUS_ADDR and dma-direct importers reach nothing while memory \
              decoding is off and reach the BAR by address again once it is back (the documented fact that \
              nothing but the importer stops DMA on those paths); maps and attaches of a revoked dma-buf fail \
-             with ENODEV; re-enabling memory restores maps that reach the same bytes, and close revokes for \
-             good.",
+             with ENODEV; re-enabling memory restores maps that reach the same bytes, and close (which in \
+             7.2.13 revokes through the same drain of every mapping's reference) revokes for good.",
+    },
+    Claim {
+        name: "prop_iommufd_maps_one_range_dma_bufs_only",
+        file: "tests/props.rs",
+        claim: "iommufd as importer (Linux 7.2.13's `vfio_pci_dma_buf_iommufd_map()`; the one- and two-range \
+             answers measured by the kernel lab's selftest on the 7.2.13 lab kernel): `IOMMU_IOAS_MAP_FILE` of \
+             an accepted dma-buf maps iff it has exactly one range and is EOPNOTSUPP otherwise, leaving the state \
+             as it was; a mapped area translates to the dma-buf's bytes; memory disable cuts the translation and \
+             a new MAP_FILE is ENODEV while revoked; UNMAP leaves the IOAS idle.",
     },
     Claim {
         name: "prop_lifecycle_interleavings_keep_counters_consistent",

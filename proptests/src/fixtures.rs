@@ -48,7 +48,8 @@ pub fn path_importers() -> [ImporterDesc; 4] {
 }
 
 /// Every kind of importer, including the ones that cannot attach or map:
-/// no P2P path, no peer2peer, static (no move_notify), a lazy one that
+/// no P2P path, no peer2peer, not revocable (no `invalidate_mappings`,
+/// refused by 7.2.13's `vfio_pci_dma_buf_attach()`), a lazy one that
 /// unmaps only after revocation waits for it, and a small IOVA aperture.
 pub fn all_importers() -> Vec<ImporterDesc> {
     let iommu = ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1);
@@ -56,9 +57,9 @@ pub fn all_importers() -> Vec<ImporterDesc> {
     v.extend([
         ImporterDesc { map_type: P2pMapType::NotSupported, ..iommu },
         ImporterDesc { peer2peer: false, ..iommu },
-        ImporterDesc { move_notify: false, ..iommu },
-        ImporterDesc { unmap_in_move_notify: false, ..iommu },
-        ImporterDesc { unmap_in_move_notify: false, ..ImporterDesc::bus_peer() },
+        ImporterDesc { invalidate_mappings: false, ..iommu },
+        ImporterDesc { unmap_in_invalidate_mappings: false, ..iommu },
+        ImporterDesc { unmap_in_invalidate_mappings: false, ..ImporterDesc::bus_peer() },
         ImporterDesc::iommu_peer(SMALL_APERTURE.0, SMALL_APERTURE.1),
     ]);
     v

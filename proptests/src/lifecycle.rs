@@ -188,14 +188,17 @@ impl Lifecycle {
                 let live = self.shim.dma_buf(id).is_some();
                 match self.shim.attach(id, imp) {
                     Ok(a) => {
-                        assert!(live && desc.peer2peer && desc.move_notify && !self.revoked(m), "attach succeeded");
+                        assert!(
+                            live && desc.peer2peer && desc.invalidate_mappings && !self.revoked(m),
+                            "attach succeeded"
+                        );
                         self.atts.push((a, id, imp, true));
                     }
                     Err(AttachError::NoSuchDmaBuf) => assert!(!live),
                     Err(AttachError::NoSuchImporter) => panic!("{imp:?} is one of the lifecycle's importers"),
                     Err(AttachError::NoPeer2Peer) => assert!(!desc.peer2peer),
                     Err(AttachError::Revoked) => assert!(self.revoked(m)),
-                    Err(AttachError::PinNotSupported) => assert!(!desc.move_notify),
+                    Err(AttachError::NotRevocable) => assert!(!desc.invalidate_mappings),
                     Err(AttachError::NoMem) => {
                         assert!(self.fault_fired_now(armed));
                         failed = true;

@@ -319,6 +319,12 @@ proptest! {
         oracle::revoke(&edge_device(page), &req.request(), how, maps);
     }
 
+    /// The claim: `props::claims::claim("prop_iommufd_maps_one_range_dma_bufs_only")`.
+    #[test]
+    fn prop_iommufd_maps_one_range_dma_bufs_only((page, req) in accepted_biased(3)) {
+        oracle::iommufd_maps_one_range_only(&edge_device(page), &req.request());
+    }
+
     /// The claim: `props::claims::claim("prop_lifecycle_interleavings_keep_counters_consistent")`.
     #[test]
     fn prop_lifecycle_interleavings_keep_counters_consistent(ops in prop::collection::vec(op(), 1..48)) {

@@ -497,19 +497,22 @@ fn defects_md(f: &report::Findings) -> String {
 /// The defects section from `kmod_shim::DEFECTS` and the framebuffer
 /// experiment's count of multi-range IOVA map failures.
 fn defects_section(kernel_iova_failures: usize, multi_range_needed: usize) -> String {
-    use kmod_shim::{DefectStatus, DEFECTS};
+    use kmod_shim::{DefectStatus, Fidelity, Injection, DEFECTS};
     let ids = |want: fn(&DefectStatus) -> bool| -> Vec<String> {
         DEFECTS.iter().filter(|d| want(&d.status)).map(|d| d.id.to_string()).collect()
     };
     let unconfirmed = ids(|s| matches!(s, DefectStatus::Unconfirmed));
-    let lab_build =
-        ids(|s| matches!(s, DefectStatus::Confirmed { kernels, .. } if kernels == &["the 7.2.13 lab build"]));
+    // Confirmed only with an injection: the error paths.
+    let lab_build = ids(
+        |s| matches!(s, DefectStatus::Confirmed { injection, gone_on_patched: true, .. } if *injection != Injection::None),
+    );
     let mut error_paths = String::new();
     if !lab_build.is_empty() {
         error_paths.push_str(&format!(
-            "Defects {} are error paths Debian's kernels cannot inject faults into; each is confirmed on a debug \
-             build of Debian's 7.2.13 source (fail-nth, a kprobe return override, DMA-API debugging) and gone \
-             with the patch series in `kernel-patches/` (FINDINGS F7). ",
+            "Defects {} are error paths Debian's kernels cannot inject faults into; each is confirmed on the lab \
+             build of Debian's 7.2.13 source (7.2.13-nrlab: fail-nth, a kprobe return override, DMA-API \
+             debugging; the IOVA leaks decided under `iommu.strict=1`) and gone on the same build with the patch \
+             series in `kernel-patches/` (FINDINGS F7). ",
             lab_build.join(", ")
         ));
     }
@@ -529,20 +532,23 @@ fn defects_section(kernel_iova_failures: usize, multi_range_needed: usize) -> St
     });
     let mut s = format!(
         "Found by reading the source (drivers/dma-buf/dma-buf-mapping.c, drivers/vfio/pci/vfio_pci_dmabuf.c, \
-         drivers/iommu/dma-iommu.c of the {} trees); modelled by kmod-shim's kernel-faithful mode, each \
-         covered by a kmod-shim test.\n\n\
+         drivers/iommu/dma-iommu.c of the {} trees); modelled by kmod-shim's kernel-faithful mode \
+         (`Fidelity::Kernel`, Linux {}), each covered by a kmod-shim test.\n\n\
          **Defect 1 is confirmed on the running kernel**, Linux 7.2.13 and 7.3.4 under QEMU with intel-iommu: the \
          kernel lab's test importer maps a dma-buf through `dma_buf_map_attachment()` on the IOVA path, and every \
          dma-buf with two or more ranges fails with EADDRINUSE while single ranges (up to a whole 8 GiB BAR) map \
          and the peer's DMA reads the right bytes. The fixture repeats the kernel's IOVA steps by hand and shows \
          the fix: linking range i at the sum of the earlier lengths maps every shape, and the peer reads each \
-         range's own bytes in order. Report: [kernel-importer-7.2.md](evidence/kernel-importer-7.2.md) \
+         range's own bytes in order; on the lab build of 7.2.13 the same map fails as shipped and works with \
+         `kernel-patches/0001`, the peer reading both ranges in order. Report: [kernel-importer-7.2.md](evidence/kernel-importer-7.2.md) \
          ([JSON](evidence/kernel-importer-7.2.json)); write-up and reproducer: \
          [kernel-lab/FINDINGS.md](../kernel-lab/FINDINGS.md). Until that is fixed, the multi-range UAPI \
          merged in 6.19 delivers nothing to an importer behind a translating Intel IOMMU. {}\
-         Defect {} is fixed upstream and listed for the record only.\n\n\
+         Defect {} is fixed upstream and listed for the record only: 7.2.13 has the fix, so `Fidelity::Kernel` \
+         releases once; `Fidelity::KernelPre70Rc6` models the code before it.\n\n\
          The list below is kmod-shim's defect table (`kmod_shim::DEFECTS`):\n\n",
         read_from.join(", "),
+        Fidelity::KERNEL_VERSION,
         error_paths,
         fixed.join(", "),
     );

@@ -475,7 +475,7 @@ impl RevocationBackend for ShimRevocation {
 
     fn state(&mut self) -> Option<ImporterState> {
         Some(ImporterState {
-            invalidations: self.s.events().move_notifies as u32,
+            invalidations: self.s.events().invalidations as u32,
             mapped: self.cur.is_some_and(|m| self.s.mapping(m).is_some()),
         })
     }
