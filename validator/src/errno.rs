@@ -90,9 +90,9 @@ errnos! {
     ENOSYS = 38,
     /// Value too large: a physical address computation wrapped.
     EOVERFLOW = 75,
-    /// Operation not supported: `vfio_pci_dma_buf_attach()` without
-    /// peer2peer, or `vfio_pci_dma_buf_pin()` for an importer that cannot be
-    /// revoked.
+    /// Operation not supported: `vfio_pci_dma_buf_attach()` for an importer
+    /// without peer2peer or without `invalidate_mappings` (7.2.13), or
+    /// `vfio_pci_dma_buf_iommufd_map()` for a dma-buf of more than one range.
     EOPNOTSUPP = 95,
     /// Address already in use: Intel VT-d's generic page table meets a
     /// present entry (`__map_range()` / `__map_single_page()` in
