@@ -208,6 +208,9 @@ fn markdown(rep: &ImporterLabReport) -> String {
             if let Some(i) = &g.ivshmem {
                 let _ = writeln!(s, "- ivshmem {}: {}", i.bdf, i.check_json());
             }
+            for l in &g.sanitizer {
+                let _ = writeln!(s, "- sanitizer: `{l}`");
+            }
             for l in g.dmesg.iter().filter(|l| l.contains("p2p") || l.contains("DMAR") || l.contains("ACS")).take(12) {
                 let _ = writeln!(s, "- dmesg: `{l}`");
             }

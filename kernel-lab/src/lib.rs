@@ -20,6 +20,8 @@
 //! - [`patches`]: the kernel patch series against Debian's 7.2.13 source
 //!   (applies, checkpatch-clean).
 //! - [`matrix`]: `kernel-lab matrix`'s report: every part on every kernel.
+//! - [`sanitizer`]: which kernel log lines are KASAN, kmemleak, lockdep,
+//!   DMA-API, WARN or BUG reports.
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
 
@@ -35,6 +37,7 @@ pub mod proto;
 pub mod qemu;
 pub mod report;
 pub mod revocation;
+pub mod sanitizer;
 
 /// The vfio modules in load order, with their parameters. Without
 /// modules.dep there is no modprobe: the order is the dependency order.

@@ -407,6 +407,7 @@ fn run_with(args: &Args, corpus: Option<&PathBuf>) -> Result<u64, LabError> {
             disagreement_classes: summary.classes.clone(),
             scenario_facts: guest_report.facts.clone(),
             feature_absent,
+            sanitizer: guest_report.sanitizer.clone(),
         };
         let json = serde_json::to_string_pretty(&r).map_err(|e| LabError::Io(format!("report: {e}")))?;
         std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;
@@ -431,6 +432,10 @@ fn print_summary(args: &Args, g: &GuestReport, s: &DiffSummary, cps: f64) {
             "DISAGREE x{} on {}: validator {} ({}), kernel {}\n  request: {}\n  device:  {}",
             c.count, c.device_name, c.predicted, c.predicted_check, c.kernel, c.request, c.device
         );
+    }
+    println!("sanitizer report lines (KASAN, kmemleak, lockdep, DMA-API, WARN, BUG): {}", g.sanitizer.len());
+    for l in &g.sanitizer {
+        println!("  {l}");
     }
     if !g.facts.is_empty() {
         println!("scenario facts:");

@@ -52,6 +52,17 @@ pub struct PartRun {
     pub summary: Option<Summary>,
 }
 
+impl PartRun {
+    /// The sanitizer lines of this run.
+    pub fn sanitizer(&self) -> Vec<String> {
+        match &self.summary {
+            Some(Summary::Conformance(c)) => c.sanitizer.clone(),
+            Some(Summary::Importer(i)) => i.sanitizer.iter().map(|(t, l)| format!("{t}: {l}")).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
 /// A part's summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Summary {
@@ -74,6 +85,9 @@ pub struct ConformanceSummary {
     pub feature_absent: Option<String>,
     /// Scenario facts: (scenario, step, result).
     pub facts: Vec<(String, String, String)>,
+    /// Sanitizer report lines.
+    #[serde(default)]
+    pub sanitizer: Vec<String>,
 }
 
 /// One shape of one topology.
@@ -107,6 +121,9 @@ pub struct ImporterSummary {
     pub unexplained: usize,
     /// Topologies that could not run: (name, error).
     pub errors: Vec<(String, String)>,
+    /// Sanitizer report lines: (topology, line).
+    #[serde(default)]
+    pub sanitizer: Vec<(String, String)>,
 }
 
 impl ConformanceSummary {
@@ -118,6 +135,7 @@ impl ConformanceSummary {
             disagreements: r.disagreements,
             feature_absent: r.feature_absent.clone(),
             facts: r.scenario_facts.iter().map(|f| (f.scenario.clone(), f.step.clone(), f.result.clone())).collect(),
+            sanitizer: r.sanitizer.clone(),
         }
     }
 }
@@ -135,7 +153,11 @@ impl ImporterSummary {
     pub fn of(r: &ImporterLabReport) -> Self {
         let mut shapes = Vec::new();
         let mut errors = Vec::new();
+        let mut sanitizer = Vec::new();
         for t in &r.topologies {
+            for l in t.guest.iter().flat_map(|g| &g.sanitizer) {
+                sanitizer.push((t.topology.name.clone(), l.clone()));
+            }
             if let Some(e) = &t.error {
                 errors.push((t.topology.name.clone(), e.clone()));
             }
@@ -153,7 +175,7 @@ impl ImporterSummary {
             }
         }
         let unexplained = r.topologies.iter().map(|t| t.unexplained).sum();
-        Self { shapes, unexplained, errors }
+        Self { shapes, unexplained, errors, sanitizer }
     }
 }
 
@@ -178,9 +200,20 @@ impl MatrixReport {
         self.runs.iter().find(|r| r.kernel == kernel && r.part == part)
     }
 
-    /// The worst exit status of all runs (0 when everything agreed).
+    /// The worst exit status of all runs (0 when everything agreed); a
+    /// sanitizer report on the patched lab kernel counts as a disagreement
+    /// (the series must leave it clean), on other kernels it is listed.
     pub fn exit_code(&self) -> i32 {
-        self.runs.iter().map(|r| r.exit_code).max().unwrap_or(0)
+        let worst = self.runs.iter().map(|r| r.exit_code).max().unwrap_or(0);
+        let dirty = self
+            .runs
+            .iter()
+            .any(|r| r.kernel == crate::lab_kernel::LabVariant::Patched.name() && !r.sanitizer().is_empty());
+        if dirty {
+            worst.max(1)
+        } else {
+            worst
+        }
     }
 
     /// The markdown page: the lab builds, one row per part and kernel, and
@@ -210,7 +243,9 @@ impl MatrixReport {
             }
             md.push('\n');
         }
-        md.push_str("## Parts\n\n| part | kernel | exit | seconds | result |\n| --- | --- | --- | --- | --- |\n");
+        md.push_str(
+            "## Parts\n\n| part | kernel | exit | seconds | result | sanitizer lines |\n| --- | --- | --- | --- | --- | --- |\n",
+        );
         for r in &self.runs {
             let result = match &r.summary {
                 None => "no report".to_string(),
@@ -307,7 +342,12 @@ mod tests {
             exit_code: code,
             seconds: 1.0,
             report_file: format!("{kernel}-importer.json"),
-            summary: Some(Summary::Importer(ImporterSummary { shapes: vec![s], unexplained: 0, errors: vec![] })),
+            summary: Some(Summary::Importer(ImporterSummary {
+                shapes: vec![s],
+                unexplained: 0,
+                errors: vec![],
+                sanitizer: vec![],
+            })),
         };
         let m = MatrixReport {
             date: "2026-12-01".into(),

@@ -190,6 +190,10 @@ pub struct GuestReport {
     /// the scenarios are then skipped. `None`: the probe succeeded.
     #[serde(default)]
     pub feature_absent: Option<i32>,
+    /// Sanitizer report lines (KASAN, kmemleak, lockdep, DMA-API, WARN,
+    /// BUG: [`crate::sanitizer`]) at the end of the run.
+    #[serde(default)]
+    pub sanitizer: Vec<String>,
 }
 
 /// What the kernel answered to one case.

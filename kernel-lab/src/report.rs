@@ -54,6 +54,10 @@ pub struct ConformanceReport {
     /// (its probe's errno, e.g. ENOTTY on 6.12): then no case ran.
     #[serde(default)]
     pub feature_absent: Option<String>,
+    /// The kernel's sanitizer report lines at the end of the run
+    /// ([`crate::sanitizer`]); empty when clean.
+    #[serde(default)]
+    pub sanitizer: Vec<String>,
 }
 
 impl ConformanceReport {

@@ -288,6 +288,9 @@ pub struct ImporterReport {
     pub distance: Option<i32>,
     /// Kernel log lines about p2pdma, DMAR faults and the fixture.
     pub dmesg: Vec<String>,
+    /// Sanitizer report lines at the end of the run ([`crate::sanitizer`]).
+    #[serde(default)]
+    pub sanitizer: Vec<String>,
     /// Per shape.
     pub shapes: Vec<ShapeResult>,
     /// Revocation steps.

@@ -101,27 +101,14 @@ fn group_of(bdf: &str) -> Option<(u32, String)> {
 
 /// Kernel log lines worth keeping (p2pdma, DMAR faults, the fixture).
 pub fn dmesg() -> Vec<String> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(mut f) = fs::OpenOptions::new().read(true).custom_flags(0o4000).open("/dev/kmsg") else {
-        return vec!["cannot open /dev/kmsg".into()];
-    };
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    while let Ok(n) = f.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let rec = String::from_utf8_lossy(&buf[..n]);
-        let msg = rec.split_once(';').map(|x| x.1).unwrap_or(&rec).lines().next().unwrap_or("").to_string();
-        let l = msg.to_ascii_lowercase();
-        if ["p2p", "dmar", "nrlab", "acs", "edu", "dma-buf", "dmabuf", "vfio", "iommu", "warn", "bug", "oops"]
-            .iter()
-            .any(|k| l.contains(k))
-        {
-            out.push(msg);
-        }
-    }
+    let keep = ["p2p", "dmar", "nrlab", "acs", "edu", "dma-buf", "dmabuf", "vfio", "iommu", "warn", "bug", "oops"];
+    let mut out: Vec<String> = crate::kmsg()
+        .into_iter()
+        .filter(|m| {
+            let l = m.to_ascii_lowercase();
+            keep.iter().any(|k| l.contains(k))
+        })
+        .collect();
     out.truncate(200);
     out
 }

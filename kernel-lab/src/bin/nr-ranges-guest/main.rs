@@ -35,6 +35,7 @@ pub(crate) type GResult<T> = Result<T, String>;
 
 mod batch;
 mod importer_mode;
+mod sanitizer;
 mod scenarios;
 mod stream;
 mod vfio;
@@ -59,6 +60,7 @@ fn main() {
             rep.error = Some(e);
         }
         rep.dmesg = importer_mode::dmesg();
+        rep.sanitizer = sanitizer::collect();
         let line = serde_json::to_vec(&rep).unwrap_or_default();
         if let Err(e) = send_raw(&line) {
             println!("nr-ranges-guest: cannot send the report: {e}");
@@ -71,6 +73,7 @@ fn main() {
         println!("nr-ranges-guest: error: {e}");
         report.error = Some(e);
     }
+    report.sanitizer = sanitizer::collect();
     report.results_len = results.len() as u64;
     if let Err(e) = send(&report, &results) {
         println!("nr-ranges-guest: cannot send the report: {e}");
@@ -117,6 +120,33 @@ pub(crate) fn load_modules() -> GResult<()> {
         }
     }
     Ok(())
+}
+
+/// Every kernel log message so far (`/dev/kmsg`, non-blocking), without
+/// the record prefix.
+pub(crate) fn kmsg() -> Vec<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open("/dev/kmsg") else {
+        return vec!["cannot open /dev/kmsg".into()];
+    };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    // Each read returns one record; EAGAIN ends the log, EPIPE (a record
+    // overwritten while reading) is skipped.
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let rec = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
+                let msg = rec.split_once(';').map(|x| x.1).unwrap_or(&rec).lines().next().unwrap_or("").to_string();
+                out.push(msg);
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 pub(crate) fn sysfs(path: &str) -> GResult<String> {
