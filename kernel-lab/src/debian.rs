@@ -14,8 +14,10 @@ use crate::{GUEST_MODULES, GUEST_MODULE_PATHS};
 pub const MIN_KERNEL: (u32, u32) = (6, 19);
 /// The flavour the lab boots: small, and built with `VFIO_PCI_DMABUF=y`.
 pub const FLAVOUR: &str = "cloud-amd64";
-/// Suites searched for kernels: unstable has 7.2.x, trixie-backports 7.3.x.
-pub const DEFAULT_SUITES: &[&str] = &["sid", "trixie-backports"];
+/// Suites searched for kernels: unstable has 7.2.x, trixie-backports 7.3.x,
+/// trixie 6.12 (without the feature: asked for by name only, to show that
+/// the lab reports it absent).
+pub const DEFAULT_SUITES: &[&str] = &["sid", "trixie-backports", "trixie"];
 /// Marks a complete cache entry (written last, then the entry is renamed
 /// into place, so a half-extracted tree is never used).
 pub(crate) const MARKER: &str = ".nr-ranges-complete";
@@ -63,10 +65,15 @@ pub fn kernel_matches(abi: &str, wanted: &str) -> bool {
         || abi == format!("{wanted}-{FLAVOUR}")
 }
 
-/// The newest kernel >= 6.19 among `pkgs` matching `wanted` (if given).
+/// The newest kernel matching `wanted`, or without `wanted` the newest
+/// from 6.19 on (older kernels only when asked for by name: they lack the
+/// feature, which the lab then reports).
 pub fn pick_kernel<'a>(pkgs: &'a [KernelPkg], wanted: Option<&str>) -> Option<&'a KernelPkg> {
     pkgs.iter()
-        .filter(|p| upstream_version(&p.abi).is_some_and(|(a, b, _)| (a, b) >= MIN_KERNEL))
+        .filter(|p| {
+            upstream_version(&p.abi)
+                .is_some_and(|(a, b, _)| wanted.is_some_and(|w| kernel_matches(&p.abi, w)) || (a, b) >= MIN_KERNEL)
+        })
         .filter(|p| wanted.is_none_or(|w| kernel_matches(&p.abi, w)))
         .max_by(|a, b| upstream_version(&a.abi).cmp(&upstream_version(&b.abi)).then_with(|| a.abi.cmp(&b.abi)))
 }
@@ -253,13 +260,18 @@ impl PrivateApt {
         fs::read_to_string(&log).map_err(io_err("read apt-cache output"))
     }
 
-    /// Every `linux-binary-*-cloud-amd64` in the index, with version and suite.
+    /// Every `linux-binary-*-cloud-amd64` (7.x naming) and
+    /// `linux-image-*-cloud-amd64` (6.x naming, image and modules in one
+    /// package) in the index, with version and suite.
     pub fn kernels(&self) -> Result<Vec<KernelPkg>, LabError> {
-        let names = self.query(&["pkgnames", "linux-binary-"])?;
+        let mut names = self.query(&["pkgnames", "linux-binary-"])?;
+        names.push('\n');
+        names.push_str(&self.query(&["pkgnames", "linux-image-"])?);
         let pkgs: Vec<&str> = names
             .lines()
             .map(str::trim)
             .filter(|n| n.ends_with(&format!("-{FLAVOUR}")) && !n.contains("-dbg") && !n.contains("-unsigned"))
+            .filter(|n| n.split('-').nth(2).is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit())))
             .collect();
         if pkgs.is_empty() {
             return Ok(vec![]);
@@ -308,7 +320,7 @@ pub fn parse_madison(text: &str) -> Vec<KernelPkg> {
         .filter_map(|l| {
             let cols: Vec<&str> = l.split('|').map(str::trim).collect();
             let [pkg, version, src] = cols[..] else { return None };
-            let abi = pkg.strip_prefix("linux-binary-")?;
+            let abi = pkg.strip_prefix("linux-binary-").or_else(|| pkg.strip_prefix("linux-image-"))?;
             let suite = src.split_whitespace().nth(1)?.split('/').next()?;
             Some(KernelPkg { abi: abi.into(), version: version.into(), suite: suite.into() })
         })
@@ -386,10 +398,14 @@ pub fn resolve_kernel(root: &Path, req: &KernelRequest) -> Result<Kernel, LabErr
             return Ok(Kernel { pkg: p, dir, note, build: None });
         }
     }
-    let mut pkgs = vec![
-        format!("linux-binary-{}={}", pick.abi, pick.version),
-        format!("linux-modules-{}={}", pick.abi, pick.version),
-    ];
+    let mut pkgs = if apt.has(&format!("linux-binary-{}", pick.abi), &pick.version) {
+        vec![
+            format!("linux-binary-{}={}", pick.abi, pick.version),
+            format!("linux-modules-{}={}", pick.abi, pick.version),
+        ]
+    } else {
+        vec![format!("linux-image-{}={}", pick.abi, pick.version)]
+    };
     let libc_dev = apt.has("linux-libc-dev", &pick.version);
     if libc_dev {
         pkgs.push(format!("linux-libc-dev={}", pick.version));
@@ -412,7 +428,9 @@ pub fn resolve_kernel(root: &Path, req: &KernelRequest) -> Result<Kernel, LabErr
         c.arg("-x").arg(deb).arg(&rootfs);
         run_bounded(c, &format!("dpkg-deb -x {}", deb.display()), 300, &stage.0.join("extract.log"))?;
     }
-    decompress_modules(&rootfs.join(format!("usr/lib/modules/{}", pick.abi)), &stage.0.join("vfio-modules"))?;
+    let usr = rootfs.join(format!("usr/lib/modules/{}", pick.abi));
+    let moddir = if usr.is_dir() { usr } else { rootfs.join(format!("lib/modules/{}", pick.abi)) };
+    decompress_modules(&moddir, &stage.0.join("vfio-modules"))?;
     let vmlinuz = vmlinuz_in(&rootfs, &pick.abi);
     if !vmlinuz.is_file() {
         return Err(LabError::BadPackage(format!("linux-binary-{} has no {}", pick.abi, vmlinuz.display())));
@@ -626,11 +644,12 @@ mod tests {
         let text =
             " linux-binary-7.2.13+deb14-cloud-amd64 |   7.2.13-1 | http://mirror.invalid/debian sid/main amd64 Packages
 linux-binary-7.3.2+bpo-cloud-amd64 | 7.3.2-1~bpo13+1 | http://mirror.invalid/debian trixie-backports/main amd64 Packages
-linux-binary-6.12.9+deb13-cloud-amd64 | 6.12.9-1 | http://mirror.invalid/debian trixie-backports/main amd64 Packages
+linux-image-6.12.9+deb13-cloud-amd64 | 6.12.9-1 | http://mirror.invalid/debian trixie/main amd64 Packages
 garbage line
 ";
         let pkgs = parse_madison(text);
         assert_eq!(pkgs.len(), 3);
+        assert_eq!(pkgs[2].abi, "6.12.9+deb13-cloud-amd64");
         assert_eq!(
             pkgs[0],
             KernelPkg { abi: "7.2.13+deb14-cloud-amd64".into(), version: "7.2.13-1".into(), suite: "sid".into() }
@@ -638,7 +657,9 @@ garbage line
         assert_eq!(pkgs[1].suite, "trixie-backports");
         assert_eq!(pick_kernel(&pkgs, None).unwrap().abi, "7.3.2+bpo-cloud-amd64");
         assert_eq!(pick_kernel(&pkgs, Some("7.2")).unwrap().version, "7.2.13-1");
-        assert!(pick_kernel(&pkgs, Some("6.12")).is_none(), "older than 6.19");
+        // Older than 6.19: only by name (the feature-absent run).
+        assert_eq!(pick_kernel(&pkgs, Some("6.12")).unwrap().abi, "6.12.9+deb13-cloud-amd64");
+        assert!(pick_kernel(&pkgs[2..], None).is_none());
         assert!(pick_kernel(&pkgs, Some("8.0")).is_none());
     }
 

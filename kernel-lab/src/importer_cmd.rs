@@ -171,7 +171,7 @@ fn run_topology(
         }
     };
     r.error.clone_from(&rep.error);
-    r.checks = importer_host::compare(&rep, &topo);
+    r.checks = importer_host::compare(&rep, &topo, kernel_lab::lab_kernel::fidelity_for(kernel));
     r.disagreements = r.checks.iter().filter(|c| !c.agree).count();
     r.unexplained = r.checks.iter().filter(|c| !c.agree && c.explained.is_none()).count();
     r.guest = Some(rep);

@@ -5,15 +5,17 @@
 //! `kernel-patches/` applied (`kernel-lab build-kernel`, and the `--kernel`
 //! values [`LabVariant::NAMES`] of every lab command).
 //!
-//! A build is cached by a key over everything that decides its bytes (the
-//! source version, the fragment, the patches, the compiler and this
-//! recipe), so CI rebuilds only when one of them changes. The cache entry
-//! has the layout of a Debian kernel's ([`crate::debian::Kernel`]: the image
-//! under `root/usr/lib/modules/<release>/vmlinuz`, the vfio modules under
-//! `vfio-modules/`), plus the source tree and the `O=` build directory,
-//! which the importer and the selftest build against.
+//! One build tree per (source version, fragment, compiler, recipe), cached
+//! under `$CACHE/lab-kernels/tree-<key>/` (`src/`, `build/` = `O=`,
+//! `logs/`): built cold once as shipped. A variant brings the tree to its
+//! patches (reverting another variant's) and rebuilds incrementally, then
+//! copies image and modules to `tree-<key>/variants/<variant>-<key>/` in a
+//! Debian kernel's layout ([`crate::debian::Kernel`]: the image under
+//! `root/usr/lib/modules/<release>/vmlinuz`, the vfio modules under
+//! `vfio-modules/`). The importer and the selftest build against the tree.
+//! A variant's key adds its patches, so CI rebuilds only what changed: a
+//! change to the series costs an incremental build, not a cold one.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::debian::{Kernel, KernelPkg, MARKER};
 use crate::host::{io_err, progress, run_bounded, tempdir, LabError};
 use crate::patches::{self, SOURCE_VERSION};
+
+/// The source package the lab kernels are built from.
+pub const SOURCE_PKG_NAME: &str = patches::SOURCE_PKG;
 use crate::{GUEST_MODULES, GUEST_MODULE_PATHS};
 
 /// `uname -r` of both lab builds: the source's version plus
@@ -89,12 +94,13 @@ pub struct BuildTree {
     pub obj: PathBuf,
 }
 
-/// What `build-report.json` in a cache entry records.
+/// What a build tree's `build-report.json` records: the cold build of
+/// Debian's source as shipped, which every variant starts from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildRecord {
-    /// The variant.
+    /// Always [`LabVariant::Shipped`]: the state the tree was first built in.
     pub variant: LabVariant,
-    /// The cache key.
+    /// The tree's cache key (source, fragment, compiler, recipe).
     pub key: String,
     /// `uname -r`.
     pub release: String,
@@ -102,18 +108,55 @@ pub struct BuildRecord {
     pub source_version: String,
     /// `gcc --version`'s first line.
     pub gcc: String,
-    /// The patches applied, in order (empty for [`LabVariant::Shipped`]).
+    /// Empty: the cold build applies no patch.
     pub patches: Vec<String>,
-    /// Seconds to unpack the source tarball (and apply the patches).
+    /// Seconds to unpack the source tarball.
     pub unpack_seconds: f64,
     /// Seconds for allnoconfig, the merge and olddefconfig.
     pub configure_seconds: f64,
-    /// Seconds for `make -jN bzImage modules`.
+    /// Seconds for the cold `make -jN bzImage modules`.
     pub build_seconds: f64,
     /// `N` of `-jN`.
     pub jobs: usize,
     /// When it finished (UTC).
     pub date: String,
+}
+
+/// What a variant's `variant.json` records: the tree brought to the
+/// variant's patches and rebuilt incrementally, its image and modules
+/// copied out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantRecord {
+    /// The variant.
+    pub variant: LabVariant,
+    /// Its cache key (the tree's inputs plus the patches).
+    pub key: String,
+    /// The tree it was built in ([`BuildRecord::key`]).
+    pub tree_key: String,
+    /// The patches applied, in order (empty for [`LabVariant::Shipped`]).
+    pub patches: Vec<String>,
+    /// Seconds for the incremental `make -jN bzImage modules` after the
+    /// patches changed (a no-op make for a tree already in this state).
+    pub rebuild_seconds: f64,
+    /// When it finished (UTC).
+    pub date: String,
+}
+
+/// The lab builds a run used: the tree's cold build and each variant's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LabBuilds {
+    /// The tree (`None` when no lab kernel was used).
+    pub tree: Option<BuildRecord>,
+    /// The variants, in the order asked for.
+    pub variants: Vec<VariantRecord>,
+}
+
+impl LabBuilds {
+    /// Adds a lab kernel's records.
+    pub fn push(&mut self, k: &LabKernel) {
+        self.tree = Some(k.tree.clone());
+        self.variants.push(k.record.clone());
+    }
 }
 
 /// A lab kernel ready to boot: the cache entry as a [`Kernel`], and its
@@ -122,9 +165,11 @@ pub struct BuildRecord {
 pub struct LabKernel {
     /// Bootable like a Debian kernel.
     pub kernel: Kernel,
-    /// What the build recorded.
-    pub record: BuildRecord,
-    /// `true` when this call built it, `false` when it came from the cache.
+    /// The tree's cold build.
+    pub tree: BuildRecord,
+    /// The variant's build.
+    pub record: VariantRecord,
+    /// `true` when this call built the variant, `false` when it was cached.
     pub built_now: bool,
 }
 
@@ -193,6 +238,15 @@ pub fn lost_fragment_lines(fragment: &str, config: &str) -> Vec<String> {
         .collect()
 }
 
+/// The kmod-shim mode that models `kernel`: the fixed code on the patched
+/// lab build, the kernel's own code everywhere else.
+pub fn fidelity_for(kernel: &Kernel) -> kmod_shim::Fidelity {
+    match kernel.build.as_ref().map(|b| b.variant) {
+        Some(LabVariant::Patched) => kmod_shim::Fidelity::Fixed,
+        Some(LabVariant::Shipped) | None => kmod_shim::Fidelity::Kernel,
+    }
+}
+
 /// `kernel-patches/` of the tree this binary was built from.
 pub fn series_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-patches")
@@ -204,10 +258,19 @@ fn builds_root(root: &Path) -> PathBuf {
 }
 
 /// The cached lab kernel for `variant`, built first if the cache has none
-/// for the current key. `series_dir` is `kernel-patches/`.
+/// for the current inputs. `series_dir` is `kernel-patches/`.
+///
+/// Both variants come from one build tree per (source, fragment, compiler):
+/// the tree is built cold once, as shipped; a variant applies its patches
+/// to the tree (reverting another variant's first) and rebuilds
+/// incrementally, which for the fix series is one object and the relink
+/// (under a minute, against minutes to an hour for a cold build). The tree
+/// stays in the state of the last variant built; a lock serialises builds
+/// of one tree between processes.
 pub fn ensure(root: &Path, variant: LabVariant, series_dir: &Path) -> Result<LabKernel, LabError> {
-    fs::create_dir_all(builds_root(root)).map_err(io_err("create lab-kernels"))?;
-    crate::host::ensure_tools(BUILD_TOOLS, &builds_root(root))?;
+    let builds = builds_root(root);
+    fs::create_dir_all(&builds).map_err(io_err("create lab-kernels"))?;
+    crate::host::ensure_tools(BUILD_TOOLS, &builds)?;
     let gcc = gcc_version()?;
     let patch_files = variant_patches(variant, series_dir)?;
     let patch_texts = patch_files
@@ -217,45 +280,238 @@ pub fn ensure(root: &Path, variant: LabVariant, series_dir: &Path) -> Result<Lab
             fs::read(p).map(|t| (name, t)).map_err(io_err(format!("read {}", p.display())))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let tree_key = cache_key(LabVariant::Shipped, &gcc, &[]);
     let key = cache_key(variant, &gcc, &patch_texts);
-    let dir = builds_root(root).join(format!("{}-{key}", variant.name()));
-    if let Some(record) = read_record(&dir) {
-        progress(format!("lab kernel {variant}: cached ({}, key {key})", dir.display()));
-        return Ok(LabKernel { kernel: as_kernel(&dir, &record), record, built_now: false });
+    let tree = builds.join(format!("tree-{tree_key}"));
+    let var_dir = tree.join("variants").join(format!("{}-{key}", variant.name()));
+    if let (Some(t), Some(v)) = (read_json::<BuildRecord>(&tree), read_json::<VariantRecord>(&var_dir)) {
+        progress(format!("lab kernel {variant}: cached ({}, key {key})", var_dir.display()));
+        return Ok(LabKernel { kernel: as_kernel(&tree, &var_dir, variant), tree: t, record: v, built_now: false });
     }
-    progress(format!(
-        "lab kernel {variant}: building {} {SOURCE_VERSION} (key {key}) in {}; a cold build is minutes on an idle \
-         2-core machine, much longer on a loaded one",
-        patches::SOURCE_PKG,
-        dir.display()
-    ));
-    let tarball = patches::fetch_source(root)?;
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-    let record = build(&dir, variant, &tarball, &patch_files, &key, &gcc)?;
-    Ok(LabKernel { kernel: as_kernel(&dir, &record), record, built_now: true })
+    let _lock = lock(&builds.join(format!("tree-{tree_key}.lock")))?;
+    let tree_record = match read_json::<BuildRecord>(&tree) {
+        Some(t) => t,
+        None => {
+            progress(format!(
+                "lab kernel tree {tree_key}: building {} {SOURCE_VERSION} cold in {}; minutes on an idle 2-core \
+                 machine, much longer on a loaded one",
+                patches::SOURCE_PKG,
+                tree.display()
+            ));
+            let tarball = patches::fetch_source(root)?;
+            let _ = fs::remove_dir_all(&tree);
+            fs::create_dir_all(&tree).map_err(io_err(format!("create {}", tree.display())))?;
+            build_tree(&tree, &tarball, &tree_key, &gcc)?
+        }
+    };
+    // Another process may have built the variant while this one waited.
+    if let Some(v) = read_json::<VariantRecord>(&var_dir) {
+        return Ok(LabKernel {
+            kernel: as_kernel(&tree, &var_dir, variant),
+            tree: tree_record,
+            record: v,
+            built_now: false,
+        });
+    }
+    progress(format!("lab kernel {variant}: bringing the tree to its {} patches and rebuilding", patch_texts.len()));
+    set_patches(&tree, &patch_texts)?;
+    let t = Instant::now();
+    make_image(&tree, "rebuild.log")?;
+    let rebuild_seconds = t.elapsed().as_secs_f64();
+    progress(format!("lab kernel {variant}: rebuilt in {rebuild_seconds:.0} s"));
+    let record = VariantRecord {
+        variant,
+        key: key.clone(),
+        tree_key,
+        patches: patch_texts.iter().map(|(n, _)| n.clone()).collect(),
+        rebuild_seconds,
+        date: crate::conformance::corpus::utc_now(),
+    };
+    publish_variant(&tree, &var_dir, &record)?;
+    Ok(LabKernel { kernel: as_kernel(&tree, &var_dir, variant), tree: tree_record, record, built_now: true })
 }
 
-/// The cache entry's record, when the entry is complete.
-fn read_record(dir: &Path) -> Option<BuildRecord> {
-    if !dir.join(MARKER).is_file() {
+/// An exclusive `flock(2)` on `path`, held until the value is dropped.
+fn lock(path: &Path) -> Result<nix::fcntl::Flock<fs::File>, LabError> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    progress(format!("waiting for the lock {} (another lab build may hold it)", path.display()));
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| LabError::Io(format!("flock {}: {e}", path.display())))
+}
+
+/// `dir/build-report.json` or `dir/variant.json`, when `dir`'s marker says
+/// the entry is complete.
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path) -> Option<T> {
+    let text = fs::read_to_string(dir.join(MARKER)).ok()?;
+    if text.contains("placeholder") {
         return None;
     }
-    let text = fs::read_to_string(dir.join("build-report.json")).ok()?;
-    serde_json::from_str(&text).ok()
+    let name = if dir.join("variant.json").is_file() { "variant.json" } else { "build-report.json" };
+    serde_json::from_str(&fs::read_to_string(dir.join(name)).ok()?).ok()
 }
 
-fn as_kernel(dir: &Path, record: &BuildRecord) -> Kernel {
+fn as_kernel(tree: &Path, var_dir: &Path, variant: LabVariant) -> Kernel {
     Kernel {
         pkg: KernelPkg {
-            abi: record.release.clone(),
-            version: format!("{} {} ({})", record.source_version, record.variant, record.key),
+            abi: RELEASE.to_string(),
+            version: format!(
+                "{SOURCE_VERSION} {variant} ({})",
+                var_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            ),
             suite: format!("lab build of {}", patches::SOURCE_PKG),
         },
-        dir: dir.to_path_buf(),
+        dir: var_dir.to_path_buf(),
         note: None,
-        build: Some(BuildTree { variant: record.variant, src: dir.join("src"), obj: dir.join("build") }),
+        build: Some(BuildTree { variant, src: tree.join("src"), obj: tree.join("build") }),
     }
+}
+
+/// The patches the tree's source currently has (name, text), in order.
+const APPLIED: &str = "applied-patches.json";
+
+/// Brings the source to exactly `wanted`: the patches applied now are
+/// reverted in reverse order (from their recorded text), then `wanted` is
+/// applied in order. make then rebuilds what changed.
+fn set_patches(tree: &Path, wanted: &[(String, Vec<u8>)]) -> Result<(), LabError> {
+    let src = tree.join("src");
+    let logs = tree.join("logs");
+    let state = tree.join(APPLIED);
+    let applied: Vec<(String, Vec<u8>)> =
+        fs::read_to_string(&state).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    if applied == wanted {
+        return Ok(());
+    }
+    let apply = |name: &str, text: &[u8], reverse: bool| -> Result<(), LabError> {
+        let file = logs.join("patch.tmp");
+        fs::write(&file, text).map_err(io_err("write patch"))?;
+        let mut c = Command::new("git");
+        c.arg("apply");
+        if reverse {
+            c.arg("-R");
+        }
+        c.arg(&file).current_dir(&src).env("GIT_DIR", "/nonexistent");
+        let what = format!("git apply {}{name}", if reverse { "-R " } else { "" });
+        run_bounded(c, &what, 120, &logs.join("patch.log"))
+    };
+    for (name, text) in applied.iter().rev() {
+        apply(name, text, true)?;
+    }
+    // Recorded before applying: a failure half-way leaves a state the next
+    // run can revert (it reverts what the record names, in reverse order).
+    let _ = fs::write(&state, "[]");
+    for (i, (name, text)) in wanted.iter().enumerate() {
+        apply(name, text, false)?;
+        let done = wanted.get(..=i).unwrap_or_default();
+        let json = serde_json::to_string(done).map_err(|e| LabError::Io(format!("patch state: {e}")))?;
+        fs::write(&state, json).map_err(io_err("write patch state"))?;
+    }
+    Ok(())
+}
+
+/// `make -jN bzImage modules` in the tree; its log in `logs/<log>`.
+fn make_image(tree: &Path, log: &str) -> Result<usize, LabError> {
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let logp = tree.join("logs").join(log);
+    progress(format!("make -j{jobs} bzImage modules (log: {})", logp.display()));
+    let mut c = make(&tree.join("src"), &tree.join("build"));
+    c.arg(format!("-j{jobs}")).arg("bzImage").arg("modules");
+    run_bounded(c, "make bzImage modules", BUILD_SECS, &logp)?;
+    Ok(jobs)
+}
+
+/// Copies the image and the vfio modules out of the tree into `var_dir`
+/// (staged, then renamed into place).
+fn publish_variant(tree: &Path, var_dir: &Path, record: &VariantRecord) -> Result<(), LabError> {
+    let obj = tree.join("build");
+    let stage = var_dir.with_extension("staging");
+    let _ = fs::remove_dir_all(&stage);
+    // The Debian kernel layout, so that the boot code needs no second path.
+    let image_dir = stage.join("root/usr/lib/modules").join(RELEASE);
+    fs::create_dir_all(&image_dir).map_err(io_err("create image dir"))?;
+    fs::copy(obj.join("arch/x86/boot/bzImage"), image_dir.join("vmlinuz")).map_err(io_err("copy bzImage"))?;
+    let mods = stage.join("vfio-modules");
+    fs::create_dir_all(&mods).map_err(io_err("create vfio-modules"))?;
+    for ((name, _), rel) in GUEST_MODULES.iter().zip(GUEST_MODULE_PATHS) {
+        // Debug sections only make the initramfs bigger.
+        let from = obj.join(format!("{rel}.ko"));
+        let mut c = Command::new("strip");
+        c.arg("--strip-debug").arg("-o").arg(mods.join(format!("{name}.ko"))).arg(&from);
+        run_bounded(c, &format!("strip {}", from.display()), 60, &tree.join("logs/strip.log"))?;
+    }
+    let json = serde_json::to_string_pretty(record).map_err(|e| LabError::Io(format!("variant record: {e}")))?;
+    fs::write(stage.join("variant.json"), json + "\n").map_err(io_err("write variant.json"))?;
+    fs::write(stage.join(MARKER), format!("variant={}\nkey={}\n", record.variant, record.key))
+        .map_err(io_err("write cache marker"))?;
+    let _ = fs::remove_dir_all(var_dir);
+    if let Some(p) = var_dir.parent() {
+        fs::create_dir_all(p).map_err(io_err("create variants"))?;
+    }
+    fs::rename(&stage, var_dir).map_err(io_err(format!("publish {}", var_dir.display())))
+}
+
+/// The cold build: unpack, configure, make; the tree's record and marker.
+fn build_tree(tree: &Path, tarball: &Path, key: &str, gcc: &str) -> Result<BuildRecord, LabError> {
+    let src = tree.join("src");
+    let obj = tree.join("build");
+    let logs = tree.join("logs");
+    for d in [&src, &obj, &logs] {
+        fs::create_dir_all(d).map_err(io_err(format!("create {}", d.display())))?;
+    }
+    let t = Instant::now();
+    progress(format!("unpacking {}", tarball.display()));
+    let mut c = Command::new("tar");
+    c.arg("-xJf").arg(tarball).arg("-C").arg(&src).arg("--strip-components=1");
+    run_bounded(c, "tar -xJf linux-source", 1800, &logs.join("unpack.log"))?;
+    let unpack_seconds = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let mut c = make(&src, &obj);
+    c.arg("allnoconfig");
+    run_bounded(c, "make allnoconfig", 600, &logs.join("config.log"))?;
+    let frag = tree.join("lab.config");
+    fs::write(&frag, FRAGMENT).map_err(io_err("write lab.config"))?;
+    let mut c = Command::new(src.join("scripts/kconfig/merge_config.sh"));
+    c.arg("-m").arg("-O").arg(&obj).arg(obj.join(".config")).arg(&frag).current_dir(&src);
+    run_bounded(c, "merge_config.sh", 600, &logs.join("merge.log"))?;
+    let mut c = make(&src, &obj);
+    c.arg("olddefconfig");
+    run_bounded(c, "make olddefconfig", 600, &logs.join("config.log"))?;
+    let config = fs::read_to_string(obj.join(".config")).map_err(io_err("read .config"))?;
+    let lost = lost_fragment_lines(FRAGMENT, &config);
+    if !lost.is_empty() {
+        return Err(LabError::BadPackage(format!(
+            "kernel-lab/config/lab.config lines the configured kernel lacks (unmet dependencies): {}",
+            lost.join(", ")
+        )));
+    }
+    let configure_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let jobs = make_image(tree, "build.log")?;
+    let build_seconds = t.elapsed().as_secs_f64();
+    progress(format!("lab kernel tree {key}: cold build {build_seconds:.0} s"));
+    let record = BuildRecord {
+        variant: LabVariant::Shipped,
+        key: key.to_string(),
+        release: RELEASE.to_string(),
+        source_version: SOURCE_VERSION.to_string(),
+        gcc: gcc.to_string(),
+        patches: Vec::new(),
+        unpack_seconds,
+        configure_seconds,
+        build_seconds,
+        jobs,
+        date: crate::conformance::corpus::utc_now(),
+    };
+    let json = serde_json::to_string_pretty(&record).map_err(|e| LabError::Io(format!("build record: {e}")))?;
+    fs::write(tree.join("build-report.json"), json + "\n").map_err(io_err("write build-report.json"))?;
+    fs::write(tree.join(APPLIED), "[]").map_err(io_err("write patch state"))?;
+    fs::write(tree.join(MARKER), format!("tree={key}\n")).map_err(io_err("write cache marker"))?;
+    Ok(record)
 }
 
 /// What a kernel build needs on the host beyond the lab's own tools
@@ -278,108 +534,12 @@ fn make(src: &Path, obj: &Path) -> Command {
         .arg(src)
         .arg(format!("O={}", obj.display()))
         .arg(format!("LOCALVERSION={LOCALVERSION}"))
-        // No scratch git repository above the tree may add "+" to the
-        // release, and the build's identity stays constant.
+        // No git repository above the tree may add "+" to the release, and
+        // the build's identity stays constant.
         .env("GIT_DIR", "/nonexistent")
         .env("KBUILD_BUILD_USER", "nr-ranges")
         .env("KBUILD_BUILD_HOST", "kernel-lab");
     c
-}
-
-fn build(
-    dir: &Path,
-    variant: LabVariant,
-    tarball: &Path,
-    patch_files: &[PathBuf],
-    key: &str,
-    gcc: &str,
-) -> Result<BuildRecord, LabError> {
-    let src = dir.join("src");
-    let obj = dir.join("build");
-    let logs = dir.join("logs");
-    for d in [&src, &obj, &logs] {
-        fs::create_dir_all(d).map_err(io_err(format!("create {}", d.display())))?;
-    }
-    let t = Instant::now();
-    progress(format!("unpacking {}", tarball.display()));
-    let mut c = Command::new("tar");
-    c.arg("-xJf").arg(tarball).arg("-C").arg(&src).arg("--strip-components=1");
-    run_bounded(c, "tar -xJf linux-source", 1800, &logs.join("unpack.log"))?;
-    for p in patch_files {
-        let mut c = Command::new("git");
-        c.arg("apply").arg(p).current_dir(&src).env("GIT_DIR", "/nonexistent");
-        run_bounded(c, &format!("git apply {}", p.display()), 120, &logs.join("patch.log"))?;
-    }
-    let unpack_seconds = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let mut c = make(&src, &obj);
-    c.arg("allnoconfig");
-    run_bounded(c, "make allnoconfig", 600, &logs.join("config.log"))?;
-    let frag = dir.join("lab.config");
-    fs::write(&frag, FRAGMENT).map_err(io_err("write lab.config"))?;
-    let mut c = Command::new(src.join("scripts/kconfig/merge_config.sh"));
-    c.arg("-m").arg("-O").arg(&obj).arg(obj.join(".config")).arg(&frag).current_dir(&src);
-    run_bounded(c, "merge_config.sh", 600, &logs.join("merge.log"))?;
-    let mut c = make(&src, &obj);
-    c.arg("olddefconfig");
-    run_bounded(c, "make olddefconfig", 600, &logs.join("config.log"))?;
-    let config = fs::read_to_string(obj.join(".config")).map_err(io_err("read .config"))?;
-    let lost = lost_fragment_lines(FRAGMENT, &config);
-    if !lost.is_empty() {
-        return Err(LabError::BadPackage(format!(
-            "kernel-lab/config/lab.config lines the configured kernel lacks (unmet dependencies): {}",
-            lost.join(", ")
-        )));
-    }
-    let configure_seconds = t.elapsed().as_secs_f64();
-
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    progress(format!("make -j{jobs} bzImage modules (log: {})", logs.join("build.log").display()));
-    let t = Instant::now();
-    let mut c = make(&src, &obj);
-    c.arg(format!("-j{jobs}")).arg("bzImage").arg("modules");
-    run_bounded(c, "make bzImage modules", BUILD_SECS, &logs.join("build.log"))?;
-    let build_seconds = t.elapsed().as_secs_f64();
-    progress(format!("lab kernel {variant} built in {build_seconds:.0} s"));
-
-    // The Debian kernel layout, so that the boot code needs no second path.
-    let image_dir = dir.join("root/usr/lib/modules").join(RELEASE);
-    fs::create_dir_all(&image_dir).map_err(io_err("create image dir"))?;
-    fs::copy(obj.join("arch/x86/boot/bzImage"), image_dir.join("vmlinuz")).map_err(io_err("copy bzImage"))?;
-    let mods = dir.join("vfio-modules");
-    fs::create_dir_all(&mods).map_err(io_err("create vfio-modules"))?;
-    for ((name, _), rel) in GUEST_MODULES.iter().zip(GUEST_MODULE_PATHS) {
-        // Debug sections only make the initramfs bigger (there is no
-        // DEBUG_INFO, but KASAN builds carry large symbol tables).
-        let from = obj.join(format!("{rel}.ko"));
-        let to = mods.join(format!("{name}.ko"));
-        let mut c = Command::new("strip");
-        c.arg("--strip-debug").arg("-o").arg(&to).arg(&from);
-        run_bounded(c, &format!("strip {}", from.display()), 60, &logs.join("strip.log"))?;
-    }
-    let record = BuildRecord {
-        variant,
-        key: key.to_string(),
-        release: RELEASE.to_string(),
-        source_version: SOURCE_VERSION.to_string(),
-        gcc: gcc.to_string(),
-        patches: patch_files
-            .iter()
-            .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
-            .collect(),
-        unpack_seconds,
-        configure_seconds,
-        build_seconds,
-        jobs,
-        date: crate::conformance::corpus::utc_now(),
-    };
-    let json = serde_json::to_string_pretty(&record).map_err(|e| LabError::Io(format!("build record: {e}")))?;
-    fs::write(dir.join("build-report.json"), json + "\n").map_err(io_err("write build-report.json"))?;
-    let mut marker = String::new();
-    let _ = writeln!(marker, "abi={RELEASE}\nversion={SOURCE_VERSION}\nsuite=lab\nvariant={variant}\nkey={key}");
-    fs::write(dir.join(MARKER), marker).map_err(io_err("write cache marker"))?;
-    Ok(record)
 }
 
 /// Builds the external module in `module_dir` (a Kbuild directory) against
@@ -419,6 +579,27 @@ mod tests {
         let q = vec![("0001-x.patch".to_string(), b"diff2".to_vec())];
         assert_ne!(base, cache_key(LabVariant::Patched, "gcc 12", &q));
         assert_eq!(base, cache_key(LabVariant::Patched, "gcc 12", &p));
+    }
+
+    #[test]
+    fn the_tree_moves_between_patch_sets() {
+        let t = crate::host::tempdir(&std::env::temp_dir(), "lab-kernel-test").unwrap();
+        for d in ["src", "logs"] {
+            fs::create_dir_all(t.0.join(d)).unwrap();
+        }
+        let file = t.0.join("src/f.c");
+        fs::write(&file, "a\nb\nc\n").unwrap();
+        let p1 = b"--- a/f.c\n+++ b/f.c\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n".to_vec();
+        let p2 = b"--- a/f.c\n+++ b/f.c\n@@ -1,3 +1,3 @@\n a\n B\n-c\n+C\n".to_vec();
+        let both = vec![("1.patch".to_string(), p1.clone()), ("2.patch".to_string(), p2)];
+        set_patches(&t.0, &both).unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "a\nB\nC\n");
+        set_patches(&t.0, &both).unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "a\nB\nC\n", "already in that state: nothing applied twice");
+        set_patches(&t.0, &[("1.patch".to_string(), p1)]).unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "a\nB\nc\n");
+        set_patches(&t.0, &[]).unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "a\nb\nc\n", "back to the source as shipped");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //!   kmod-shim through one trait.
 //! - [`patches`]: the kernel patch series against Debian's 7.2.13 source
 //!   (applies, checkpatch-clean).
+//! - [`matrix`]: `kernel-lab matrix`'s report: every part on every kernel.
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
 //! - [`selftest`]: the kselftest of `kernel-patches/0007`, built from the
@@ -31,6 +32,7 @@ pub mod host;
 pub mod importer;
 pub mod initramfs;
 pub mod lab_kernel;
+pub mod matrix;
 pub mod patches;
 pub mod proto;
 pub mod qemu;

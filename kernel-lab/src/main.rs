@@ -18,7 +18,7 @@ use kernel_lab::conformance::corpus::{self, CorpusHeader};
 use kernel_lab::conformance::diff::{diff, DiffSummary};
 use kernel_lab::debian::{self, KernelRequest};
 use kernel_lab::host::{self, progress, LabError};
-use kernel_lab::proto::{parse_stream, GuestReport};
+use kernel_lab::proto::{parse_stream, GuestReport, KernelErrno};
 use kernel_lab::report::ConformanceReport;
 use kernel_lab::{initramfs, qemu};
 
@@ -87,6 +87,12 @@ enum Sub {
         #[arg(long, default_value = "kernel-patches")]
         dir: PathBuf,
     },
+    /// The whole lab on several kernels: builds both lab kernels, runs the
+    /// conformance batch and the importer topologies on each kernel (Debian
+    /// 7.2.13, lab-shipped, lab-patched, and 6.12, which lacks the feature),
+    /// and writes one report, matrix.json and matrix.md, with each part's
+    /// own report and log beside them. Exit status: the worst part's.
+    Matrix(matrix_cmd::MatrixArgs),
     /// Builds the lab kernels from Debian's linux-source-7.2 7.2.13-1 with
     /// kernel-lab/config/lab.config: `lab-shipped` (the source as Debian
     /// ships it) and `lab-patched` (kernel-patches/ applied). Cached under
@@ -126,7 +132,7 @@ enum Sub {
         out: PathBuf,
     },
     /// The kselftest of kernel-patches/0007 (vfio_pci_dmabuf_test), built
-    /// statically from the lab-patched tree, run in one boot per kernel on
+    /// statically from the lab-patched source, run in one boot per kernel on
     /// ivshmem-plain and pci-testdev; its TAP output is reported per
     /// kernel, device and test. With --breakages, three deliberate
     /// breakages (kernel-lab/selftest/breaks/) must each be caught by the
@@ -136,6 +142,7 @@ enum Sub {
 }
 
 mod importer_cmd;
+mod matrix_cmd;
 mod selftest_cmd;
 
 fn main() -> ExitCode {
@@ -184,6 +191,17 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kernel-lab build-kernel: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Sub::Matrix(a)) = &args.cmd {
+        return match matrix_cmd::run(a) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(1) => ExitCode::from(1),
+            Ok(_) => ExitCode::from(2),
+            Err(e) => {
+                eprintln!("kernel-lab matrix: error: {e}");
                 ExitCode::from(2)
             }
         };
@@ -252,29 +270,33 @@ fn build_kernels(variant: &str, report: Option<&PathBuf>) -> Result<(), LabError
         })?]
     };
     let root = host::cache_root()?;
-    let mut records = Vec::new();
+    let mut builds = lab_kernel::LabBuilds::default();
     for v in variants {
         let t = Instant::now();
         let k = lab_kernel::ensure(&root, v, &lab_kernel::series_dir())?;
-        let r = &k.record;
+        let (tr, r) = (&k.tree, &k.record);
         println!(
-            "{v}: {} {}, key {}, {}; unpack {:.0} s, configure {:.0} s, make -j{} {:.0} s; patches: {}; this call {:.1} s",
-            r.release,
-            r.source_version,
+            "{v}: {} from {} {}; tree {} (cold: unpack {:.0} s, configure {:.0} s, make -j{} {:.0} s); variant {} {} \
+             (rebuild {:.0} s); patches: {}; this call {:.1} s",
+            tr.release,
+            lab_kernel::SOURCE_PKG_NAME,
+            tr.source_version,
+            tr.key,
+            tr.unpack_seconds,
+            tr.configure_seconds,
+            tr.jobs,
+            tr.build_seconds,
             r.key,
             if k.built_now { "built now" } else { "cached" },
-            r.unpack_seconds,
-            r.configure_seconds,
-            r.jobs,
-            r.build_seconds,
+            r.rebuild_seconds,
             if r.patches.is_empty() { "none".to_string() } else { r.patches.join(" ") },
             t.elapsed().as_secs_f64()
         );
         println!("  image {}", k.kernel.vmlinuz().display());
-        records.push(k.record);
+        builds.push(&k);
     }
     if let Some(path) = report {
-        let json = serde_json::to_string_pretty(&records).map_err(|e| LabError::Io(format!("report: {e}")))?;
+        let json = serde_json::to_string_pretty(&builds).map_err(|e| LabError::Io(format!("report: {e}")))?;
         std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;
     }
     Ok(())
@@ -343,6 +365,13 @@ fn run_with(args: &Args, corpus: Option<&PathBuf>) -> Result<u64, LabError> {
         progress(format!("note: the guest reports kernel {}, expected {}", guest_report.kernel, kernel.pkg.abi));
     }
 
+    let feature_absent = guest_report.feature_absent.map(|e| KernelErrno(e).to_string());
+    if let Some(e) = &feature_absent {
+        println!(
+            "kernel {}: VFIO_DEVICE_FEATURE_DMA_BUF is absent (PROBE answers {e}); no case ran, nothing to compare",
+            guest_report.kernel
+        );
+    }
     let summary = diff(guest_report.seed, &guest_report.devices, &observed);
     let cases_per_sec = guest_report.cases as f64 / (guest_report.loop_ns.max(1) as f64 / 1e9);
     print_summary(args, &guest_report, &summary, cases_per_sec);
@@ -395,6 +424,7 @@ fn run_with(args: &Args, corpus: Option<&PathBuf>) -> Result<u64, LabError> {
             predicted_checks: summary.predicted_checks.clone(),
             disagreement_classes: summary.classes.clone(),
             scenario_facts: guest_report.facts.clone(),
+            feature_absent,
         };
         let json = serde_json::to_string_pretty(&r).map_err(|e| LabError::Io(format!("report: {e}")))?;
         std::fs::write(path, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", path.display())))?;

@@ -184,6 +184,12 @@ pub struct GuestReport {
     pub facts: Vec<Fact>,
     /// Bytes of per-case answers after this line.
     pub results_len: u64,
+    /// The errno of `VFIO_DEVICE_FEATURE(PROBE | GET | DMA_BUF)` on the
+    /// first device when the kernel does not offer the feature (ENOTTY from
+    /// `vfio_ioctl_device_feature()` on kernels before 6.19); the batch and
+    /// the scenarios are then skipped. `None`: the probe succeeded.
+    #[serde(default)]
+    pub feature_absent: Option<i32>,
 }
 
 /// What the kernel answered to one case.

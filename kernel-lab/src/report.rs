@@ -50,6 +50,10 @@ pub struct ConformanceReport {
     pub disagreement_classes: Vec<DisagreementClass>,
     /// Scenario facts.
     pub scenario_facts: Vec<Fact>,
+    /// Set when the kernel does not offer `VFIO_DEVICE_FEATURE_DMA_BUF`
+    /// (its probe's errno, e.g. ENOTTY on 6.12): then no case ran.
+    #[serde(default)]
+    pub feature_absent: Option<String>,
 }
 
 impl ConformanceReport {

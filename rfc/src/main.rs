@@ -241,6 +241,7 @@ fn run(args: &Args) -> Result<(), Error> {
     kernel_md.push_str(&importer_md(&root));
     write(&out, "kernel.md", &format!("# What the real kernel does\n\n{kernel_md}"))?;
     let defects = defects_md(&f);
+    let lab_matrix = lab_matrix_md(&root);
     let summary = summary_md(&f, &cfg, &plot_files);
     write(&out, "summary.md", &format!("# Summary\n\n{summary}"))?;
 
@@ -254,6 +255,7 @@ fn run(args: &Args) -> Result<(), Error> {
         ("strict", strict.as_str()),
         ("alternatives", alt.as_str()),
         ("defects", defects.as_str()),
+        ("labkernels", lab_matrix.as_str()),
         ("properties", props_md.as_str()),
     ] {
         doc = report::replace_section(&doc, name, body)?;
@@ -428,6 +430,64 @@ fn importer_md(root: &std::path::Path) -> String {
          --topology all`. Details and reproducers: [kernel-lab/FINDINGS.md](../kernel-lab/FINDINGS.md).\n",
         checks.len()
     )
+}
+
+/// The lab kernels' matrix (`rfc/evidence/lab-matrix/matrix.json`, written
+/// by `kernel-lab matrix`): the same parts on Debian's 7.2.13, the lab
+/// build as shipped and the lab build with the fix series, side by side.
+fn lab_matrix_md(root: &std::path::Path) -> String {
+    use kernel_lab::matrix::{MatrixReport, Part, Summary};
+    let path = root.join("rfc/evidence/lab-matrix/matrix.json");
+    let Some(m) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<MatrixReport>(&t).ok())
+    else {
+        return format!("No lab matrix report at {}: run `cargo run --release -p kernel-lab -- matrix --out rfc/evidence/lab-matrix`.\n", path.display());
+    };
+    let mut md = format!(
+        "Debian's own `linux-source-7.2` 7.2.13-1, built by the lab with a debug configuration \
+         (`kernel-lab/config/lab.config`: KASAN, kmemleak, lockdep, fault injection, DMA-API debug, IOMMUFD) as \
+         shipped (`lab-shipped`) and with `kernel-patches/` applied (`lab-patched`), beside Debian's own 7.2.13 \
+         kernel, all under the same QEMU topologies ({}, `kernel-lab matrix`; full report: \
+         [matrix.md](evidence/lab-matrix/matrix.md), [JSON](evidence/lab-matrix/matrix.json)).\n\n",
+        m.date
+    );
+    let kernels: Vec<&String> = m.kernels.iter().collect();
+    md.push_str("| part |");
+    for k in &kernels {
+        md.push_str(&format!(" {k} |"));
+    }
+    md.push_str("\n| --- |");
+    for _ in &kernels {
+        md.push_str(" --- |");
+    }
+    md.push('\n');
+    for part in Part::ALL {
+        md.push_str(&format!("| {} |", part.name()));
+        for k in &kernels {
+            let cell = match m.run(k, part).and_then(|r| r.summary.as_ref()) {
+                None => "not run".to_string(),
+                Some(Summary::Conformance(c)) => match &c.feature_absent {
+                    Some(e) => format!("feature absent ({e})"),
+                    None => format!("{} cases, {} disagreements", c.cases, c.disagreements),
+                },
+                Some(Summary::Importer(i)) => {
+                    let multi: Vec<_> =
+                        i.shapes.iter().filter(|s| s.nr_ranges > 1 && s.topology.contains("iova")).collect();
+                    let mapped = multi.iter().filter(|s| s.map == "0" && s.reads_ok == s.reads).count();
+                    let failed: std::collections::BTreeSet<&str> =
+                        multi.iter().filter(|s| s.map != "0").map(|s| s.map.as_str()).collect();
+                    format!(
+                        "IOVA path, nr_ranges > 1: {mapped} of {} shapes mapped and read intact by edu{}; {} unexplained",
+                        multi.len(),
+                        if failed.is_empty() { String::new() } else { format!(", the rest fail with {}", failed.into_iter().collect::<Vec<_>>().join("/")) },
+                        i.unexplained
+                    )
+                }
+            };
+            md.push_str(&format!(" {cell} |"));
+        }
+        md.push('\n');
+    }
+    md
 }
 
 fn defects_md(f: &report::Findings) -> String {

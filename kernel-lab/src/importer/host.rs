@@ -327,12 +327,13 @@ pub fn reset_works(rep: &ImporterReport) -> bool {
     !(step.note.contains("reset flag false") || step.note.contains("VFIO_DEVICE_RESET: EINVAL"))
 }
 
-/// kmod-shim configured as the lab's guest: kernel-faithful, the exporter's
-/// BAR table, QEMU's `-device intel-iommu` (VT-d), and the device's reset
-/// capability as reported.
-fn shim_for(rep: &ImporterReport) -> Option<Shim> {
+/// kmod-shim configured as the lab's guest: `fidelity` (the kernel's code,
+/// or the fixed code of the patched lab kernel), the exporter's BAR table,
+/// QEMU's `-device intel-iommu` (VT-d), and the device's reset capability
+/// as reported.
+fn shim_for(rep: &ImporterReport, fidelity: Fidelity) -> Option<Shim> {
     let dev = rep.ivshmem.as_ref()?.to_validator();
-    let mut s = Shim::new(dev, Config { fidelity: Fidelity::Kernel, ..Config::default() });
+    let mut s = Shim::new(dev, Config { fidelity, ..Config::default() });
     s.set_iommu_model(IommuModel::IntelVtd);
     s.set_reset_supported(reset_works(rep));
     Some(s)
@@ -346,9 +347,9 @@ fn export_req(ranges: &[(u64, u64)]) -> Vec<u8> {
 }
 
 /// kmod-shim's prediction for `ranges` on this topology.
-pub fn predict_shape(rep: &ImporterReport, expect: Expect, ranges: &[(u64, u64)]) -> ShimShape {
+pub fn predict_shape(rep: &ImporterReport, expect: Expect, ranges: &[(u64, u64)], fidelity: Fidelity) -> ShimShape {
     let mut p = ShimShape::default();
-    let Some(mut s) = shim_for(rep) else { return p };
+    let Some(mut s) = shim_for(rep, fidelity) else { return p };
     let bar_start = rep.ivshmem.as_ref().and_then(|i| i.bars.iter().find(|b| b.index == 2)).map_or(0, |b| b.start);
     let imp = s.add_importer(importer_desc(expect));
     let bytes = export_req(ranges);
@@ -390,15 +391,17 @@ fn relative(e: &[(u64, u64)]) -> Vec<(u64, u64)> {
     e.iter().map(|&(a, l)| (a.wrapping_sub(base), l)).collect()
 }
 
-/// Compares every shape and the revocation steps; returns the checks.
-pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
+/// Compares every shape and the revocation steps with kmod-shim in
+/// `fidelity` (the mode that models the kernel under test); returns the
+/// checks.
+pub fn compare(rep: &ImporterReport, topo: &Topology, fidelity: Fidelity) -> Vec<Check> {
     let mut out = Vec::new();
     let mut add = |what: &str, field: &str, kernel: String, shim: String| {
         let agree = kernel == shim;
         out.push(Check { what: what.into(), field: field.into(), kernel, shim, agree, explained: None });
     };
     for r in &rep.shapes {
-        let p = predict_shape(rep, topo.expect, &r.ranges);
+        let p = predict_shape(rep, topo.expect, &r.ranges, fidelity);
         add(&r.name, "export", r.export.clone(), p.export.clone());
         add(&r.name, "attach", errno_str(r.attach_err), errno_str(p.attach_err));
         add(&r.name, "map", errno_str(r.map_err), errno_str(p.map_err));
@@ -422,7 +425,7 @@ pub fn compare(rep: &ImporterReport, topo: &Topology) -> Vec<Check> {
     // only for the report.
     let reads_bar = |r: &Option<String>| r.as_deref().map(|r| r == "ok");
     let render_read = |r: Option<bool>| format!("{:?}", r.map(|ok| if ok { "reads the BAR" } else { "does not" }));
-    for (k, s) in rep.rev.iter().zip(predict_revocation(rep, topo.expect)) {
+    for (k, s) in rep.rev.iter().zip(predict_revocation(rep, topo.expect, fidelity)) {
         let what = format!("revocation: {}", k.step);
         let mut add_eq = |field: &str, agree: bool, kernel: String, shim: String| {
             out.push(Check { what: what.clone(), field: field.into(), kernel, shim, agree, explained: None });
@@ -503,8 +506,8 @@ impl RevocationBackend for ShimRevocation {
 }
 
 /// The guest's revocation sequence on kmod-shim.
-pub fn predict_revocation(rep: &ImporterReport, expect: Expect) -> Vec<RevStep> {
-    let Some(mut s) = shim_for(rep) else { return Vec::new() };
+pub fn predict_revocation(rep: &ImporterReport, expect: Expect, fidelity: Fidelity) -> Vec<RevStep> {
+    let Some(mut s) = shim_for(rep, fidelity) else { return Vec::new() };
     let bar_start = rep.ivshmem.as_ref().and_then(|i| i.bars.iter().find(|b| b.index == 2)).map_or(0, |b| b.start);
     let imp = s.add_importer(importer_desc(expect));
     let bytes = export_req(&[(0x1000, 0x4000)]);
@@ -542,17 +545,17 @@ mod tests {
     fn shim_predicts_the_iova_span_for_two_ranges_in_fixed_mode_only() {
         let rep = ivshmem_report();
         let sh = shapes(16 << 20, None);
-        let p = predict_shape(&rep, Expect::IovaPath, &sh[0].ranges);
+        let p = predict_shape(&rep, Expect::IovaPath, &sh[0].ranges, Fidelity::Kernel);
         assert_eq!(p.map_err, Some(0));
         assert_eq!(p.entries.len(), 1);
         // Fidelity::Kernel: the second range collides with the first, and
         // VT-d (QEMU's intel-iommu) answers EADDRINUSE (FINDINGS F1).
-        let p = predict_shape(&rep, Expect::IovaPath, &sh[1].ranges);
+        let p = predict_shape(&rep, Expect::IovaPath, &sh[1].ranges, Fidelity::Kernel);
         assert_eq!(p.map_err, Some(-validator::Errno::EADDRINUSE.code()));
-        let p = predict_shape(&rep, Expect::BusAddr, &sh[1].ranges);
+        let p = predict_shape(&rep, Expect::BusAddr, &sh[1].ranges, Fidelity::Kernel);
         assert_eq!(p.entries, vec![(0x80_0001_0000, 0x2000), (0x80_0020_0000, 0x3000)]);
         assert!(p.reads_ok.iter().all(|&x| x));
-        let rev = predict_revocation(&rep, Expect::IovaPath);
+        let rev = predict_revocation(&rep, Expect::IovaPath, Fidelity::Kernel);
         assert_eq!(rev.len(), 6);
     }
 
@@ -580,14 +583,14 @@ mod tests {
     fn reset_without_a_reset_method_keeps_the_mapping() {
         let rep = rc_report("VFIO_DEVICE_RESET: EINVAL (reset flag false)");
         assert!(!reset_works(&rep));
-        let rev = predict_revocation(&rep, Expect::IovaPath);
+        let rev = predict_revocation(&rep, Expect::IovaPath, Fidelity::Kernel);
         let reset = rev.iter().find(|r| r.step == "VFIO_DEVICE_RESET").unwrap();
         // Clear + set: two invalidations; the failed reset adds none.
         assert_eq!((reset.invalidations, reset.mapped_before_remap), (2, true));
         assert_eq!(reset.old_read.as_deref(), Some("ok"));
         let rep = rc_report("VFIO_DEVICE_RESET: ok (reset flag true)");
         assert!(reset_works(&rep));
-        let rev = predict_revocation(&rep, Expect::IovaPath);
+        let rev = predict_revocation(&rep, Expect::IovaPath, Fidelity::Kernel);
         let reset = rev.iter().find(|r| r.step == "VFIO_DEVICE_RESET").unwrap();
         assert_eq!((reset.invalidations, reset.mapped_before_remap), (4, false));
     }
@@ -597,7 +600,7 @@ mod tests {
     #[test]
     fn memory_disabled_bar_reads_nothing_on_dma_direct() {
         let rep = rc_report("VFIO_DEVICE_RESET: EINVAL (reset flag false)");
-        let rev = predict_revocation(&rep, Expect::PerRangeDirect);
+        let rev = predict_revocation(&rep, Expect::PerRangeDirect, Fidelity::Kernel);
         let read = |name: &str| rev.iter().find(|r| r.step == name).and_then(|r| r.old_read.clone());
         assert_eq!(read("memory bit cleared").as_deref(), Some("not the BAR byte"));
         assert_eq!(read("memory bit set again").as_deref(), Some("ok"));

@@ -22,6 +22,11 @@ pub(crate) fn run(report: &mut GuestReport, results: &mut Vec<u8>) -> GResult<()
     report.devices = opened.iter().map(|o| o.info.clone()).collect();
     report.seed = seed;
     report.setup_ns = uptime_ns();
+    if let Some(e) = probe_feature(opened.first().and_then(|o| o.device.as_ref())) {
+        println!("nr-ranges-guest: VFIO_DEVICE_FEATURE_DMA_BUF is absent: the probe answered {}", errno_text(e));
+        report.feature_absent = Some(e as i32);
+        return Ok(());
+    }
 
     // The batch. Everything the loop needs is allocated up front.
     let devices: Vec<&Device> = opened.iter().map(|o| o.device.as_ref().expect("opened")).collect();
@@ -47,6 +52,26 @@ pub(crate) fn run(report: &mut GuestReport, results: &mut Vec<u8>) -> GResult<()
         run_scenarios(&mut opened, &mut report.facts);
     }
     Ok(())
+}
+
+/// `VFIO_DEVICE_FEATURE(PROBE | GET | DMA_BUF)`: `None` when the kernel
+/// offers the feature, else the errno. A kernel without it (6.12) answers
+/// every request of the batch with the same errno, which says nothing about
+/// the checks, so the batch is skipped.
+fn probe_feature(device: Option<&Device>) -> Option<Errno> {
+    use uapi::{FeatureHeader, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE};
+    use zerocopy::IntoBytes;
+    let device = device?;
+    let mut header = FeatureHeader {
+        argsz: std::mem::size_of::<FeatureHeader>() as u32,
+        flags: VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF,
+    };
+    match device.feature(header.as_mut_bytes()) {
+        Ok(_) => None,
+        Err(uapi::ioctl::IoctlError::Kernel(e)) => Some(e),
+        // 8 bytes are always enough for a probe.
+        Err(uapi::ioctl::IoctlError::ArgTooShort { .. }) => Some(Errno::EINVAL),
+    }
 }
 
 /// Guarded arguments by readable size, reused: each fresh one costs mmap,

@@ -1,0 +1,123 @@
+//! `kernel-lab matrix`: builds both lab kernels, runs every part on every
+//! kernel as its own `kernel-lab` process, and writes one report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use kernel_lab::host::{self, progress, LabError};
+use kernel_lab::lab_kernel::{self, LabVariant};
+use kernel_lab::matrix::{ConformanceSummary, ImporterSummary, MatrixReport, Part, PartRun, Summary};
+use kernel_lab::report::{ConformanceReport, ImporterLabReport};
+
+#[derive(clap::Args, Debug)]
+pub struct MatrixArgs {
+    /// The kernels, comma-separated: Debian versions (7.2.13, 6.12, ...)
+    /// and the lab builds (lab-shipped, lab-patched).
+    #[arg(long, value_delimiter = ',', default_value = "7.2.13,lab-shipped,lab-patched,6.12")]
+    kernels: Vec<String>,
+    /// CI size: 2,000 conformance cases and the one IOVA topology.
+    #[arg(long)]
+    quick: bool,
+    /// Conformance cases per kernel (default 20,000; 2,000 with --quick).
+    #[arg(long)]
+    cases: Option<u64>,
+    /// Importer topologies (default: all; rc-epyc-iova with --quick).
+    #[arg(long)]
+    topology: Option<String>,
+    /// The directory for the reports: matrix.json, matrix.md and each
+    /// part's own report and log.
+    #[arg(long, default_value = "lab-matrix")]
+    out: PathBuf,
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Runs `kernel-lab ARGS --report out/FILE` with its output in
+/// `out/FILE.log`.
+fn part(out: &Path, kernel: &str, part: Part, args: Vec<String>) -> Result<PartRun, LabError> {
+    let file = format!("{kernel}-{}.json", part.name());
+    let report = out.join(&file);
+    let log = out.join(format!("{kernel}-{}.log", part.name()));
+    let exe = std::env::current_exe().map_err(|e| LabError::Io(format!("current_exe: {e}")))?;
+    progress(format!("matrix: {} on {kernel} (log: {})", part.name(), log.display()));
+    let f = std::fs::File::create(&log).map_err(|e| LabError::Io(format!("create {}: {e}", log.display())))?;
+    let f2 = f.try_clone().map_err(|e| LabError::Io(format!("log: {e}")))?;
+    let t = Instant::now();
+    let _ = std::fs::remove_file(&report);
+    let status = Command::new(exe)
+        .args(&args)
+        .arg("--report")
+        .arg(&report)
+        .stdout(f)
+        .stderr(f2)
+        .status()
+        .map_err(|e| LabError::Command { what: format!("kernel-lab {}", args.join(" ")), detail: e.to_string() })?;
+    let summary = match part {
+        Part::Conformance => {
+            read::<ConformanceReport>(&report).map(|r| Summary::Conformance(ConformanceSummary::of(&r)))
+        }
+        Part::Importer => read::<ImporterLabReport>(&report).map(|r| Summary::Importer(ImporterSummary::of(&r))),
+    };
+    Ok(PartRun {
+        kernel: kernel.to_string(),
+        part,
+        args,
+        exit_code: status.code().unwrap_or(2),
+        seconds: t.elapsed().as_secs_f64(),
+        report_file: file,
+        summary,
+    })
+}
+
+pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&a.out).map_err(|e| LabError::Io(format!("create {}: {e}", a.out.display())))?;
+    let root = host::cache_root()?;
+    let mut lab_builds = lab_kernel::LabBuilds::default();
+    for k in &a.kernels {
+        if let Some(v) = LabVariant::from_name(k) {
+            lab_builds.push(&lab_kernel::ensure(&root, v, &lab_kernel::series_dir())?);
+        }
+    }
+    let cases = a.cases.unwrap_or(if a.quick { 2_000 } else { 20_000 });
+    let topology = a.topology.clone().unwrap_or_else(|| if a.quick { "rc-epyc-iova".into() } else { "all".into() });
+    let mut runs = Vec::new();
+    for k in &a.kernels {
+        let conf = part(
+            &a.out,
+            k,
+            Part::Conformance,
+            vec!["--kernel".into(), k.clone(), "--cases".into(), cases.to_string()],
+        )?;
+        let absent = matches!(&conf.summary, Some(Summary::Conformance(c)) if c.feature_absent.is_some());
+        runs.push(conf);
+        if absent {
+            progress(format!("matrix: {k} lacks the feature; its other parts are skipped"));
+            continue;
+        }
+        runs.push(part(
+            &a.out,
+            k,
+            Part::Importer,
+            vec!["importer".into(), "--kernel".into(), k.clone(), "--topology".into(), topology.clone()],
+        )?);
+    }
+    let report = MatrixReport {
+        date: kernel_lab::conformance::corpus::utc_now(),
+        kernels: a.kernels.clone(),
+        lab_builds,
+        runs,
+        wall_seconds: t0.elapsed().as_secs_f64(),
+    };
+    let md = report.markdown();
+    println!("{md}");
+    let json = serde_json::to_string_pretty(&report).map_err(|e| LabError::Io(format!("report: {e}")))?;
+    let jp = a.out.join("matrix.json");
+    std::fs::write(&jp, json + "\n").map_err(|e| LabError::Io(format!("write {}: {e}", jp.display())))?;
+    std::fs::write(a.out.join("matrix.md"), md).map_err(|e| LabError::Io(format!("write matrix.md: {e}")))?;
+    progress(format!("matrix report: {} and matrix.md", jp.display()));
+    Ok(report.exit_code())
+}
