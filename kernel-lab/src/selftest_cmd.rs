@@ -86,13 +86,14 @@ pub fn run(a: &SelftestArgs) -> Result<SelftestReport, LabError> {
             (bin, info)
         }
         None => {
-            let patched = lab_kernel::ensure(&root, LabVariant::Patched, &lab_kernel::series_dir())?;
-            let tree =
-                patched.kernel.build.clone().ok_or_else(|| LabError::Io("lab-patched has no build tree".into()))?;
-            let bin = selftest::ensure_test_binary(&root, &tree, &patched.record.key)?;
+            let bin = selftest::ensure_test_binary(&root, &lab_kernel::series_dir())?;
             let info = SelftestBinary {
                 path: bin.path.display().to_string(),
-                source: format!("{} {} ({})", LabVariant::Patched, patched.record.source_version, tree.src.display()),
+                source: format!(
+                    "{} {} with kernel-patches/ applied (the lab-patched source)",
+                    kernel_lab::patches::SOURCE_PKG,
+                    kernel_lab::patches::SOURCE_VERSION
+                ),
                 key: bin.key.clone(),
                 built_now: bin.built_now,
                 build_seconds: bin.build_seconds,
@@ -129,7 +130,7 @@ pub fn run(a: &SelftestArgs) -> Result<SelftestReport, LabError> {
             ),
             Ok(k) => boot_one(a, name, &k, &init, &bin.path, None, &work.0),
         };
-        print_kernel(&r, tk.elapsed().as_secs_f64());
+        print_kernel(&r, tk.elapsed().as_secs_f64(), true);
         kernels.push(r);
     }
 
@@ -148,7 +149,7 @@ pub fn run(a: &SelftestArgs) -> Result<SelftestReport, LabError> {
             let tk = Instant::now();
             progress(format!("breakage {} on {variant}: {}", b.name, b.rule));
             let r = breakage(a, b, &root, &lab, &btree, &init, &bin.path, &work.0);
-            print_kernel(&r.run, tk.elapsed().as_secs_f64());
+            print_kernel(&r.run, tk.elapsed().as_secs_f64(), false);
             println!(
                 "  breakage {}: {}; failed: {}",
                 r.name,
@@ -268,7 +269,9 @@ fn boot_logged(
     }
 }
 
-fn print_kernel(r: &SelftestKernelRun, wall: f64) {
+/// One line per boot; a kernel's problems below it (a breakage's
+/// failures are its expected outcome, judged by its own line).
+fn print_kernel(r: &SelftestKernelRun, wall: f64, judged: bool) {
     let devs: Vec<String> = DEVICES
         .iter()
         .map(|d| match r.devices.iter().find(|x| x.device == *d) {
@@ -284,9 +287,40 @@ fn print_kernel(r: &SelftestKernelRun, wall: f64) {
         devs.join("; "),
         r.boot_seconds,
         wall,
-        selftest::verdict(r)
+        if judged { selftest::verdict(r) } else { format!("{} problems", r.problems.len()) }
     );
-    for p in r.problems.iter().take(20) {
+    for p in r.problems.iter().take(if judged { 20 } else { 0 }) {
         println!("  problem: {p}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(failures: usize, not_run: usize) -> SelftestReport {
+        SelftestReport {
+            date: String::new(),
+            test_binary: SelftestBinary {
+                path: String::new(),
+                source: String::new(),
+                key: String::new(),
+                built_now: false,
+                build_seconds: 0.0,
+            },
+            kernels: vec![],
+            breakages: vec![],
+            failures,
+            not_run,
+            wall_seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_failure_outranks_a_kernel_that_could_not_run() {
+        assert_eq!(exit_code(&report(0, 0)), 0);
+        assert_eq!(exit_code(&report(0, 1)), 2);
+        assert_eq!(exit_code(&report(1, 0)), 1);
+        assert_eq!(exit_code(&report(2, 3)), 1);
     }
 }
