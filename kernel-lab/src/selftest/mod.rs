@@ -36,7 +36,8 @@ pub const BINARY: &str = "vfio_pci_dmabuf_test";
 pub const STINIT: &str = include_str!("../../selftest/stinit.c");
 /// The devices the guest runs the test against, in its run order.
 pub const DEVICES: [&str; 2] = ["ivshmem-plain", "pci-testdev"];
-/// The fixture variants (`FIXTURE_VARIANT_ADD`), in TAP order.
+/// The fixture variants (the test's `FIXTURE_VARIANT_ADD`s, the library's
+/// `iommu_modes[]`), in TAP order.
 pub const IOMMU_MODES: [&str; 5] =
     ["vfio_type1_iommu", "vfio_type1v2_iommu", "iommufd_compat_type1", "iommufd_compat_type1v2", "iommufd"];
 /// The start of every case's skip reason when the probe gets ENOTTY.
@@ -66,8 +67,9 @@ const SOURCE_PARTS: &[&str] = &[
 /// Bumped when the breakage module's build changes.
 const MODULE_RECIPE: &str = "copy drivers/vfio/pci; git apply; Kbuild from its Makefile; M= modules; v1";
 
-/// One deliberate breakage: a throw-away patch of `vfio_pci_dmabuf.c`
-/// (never in the series) and the tests that must fail because of it.
+/// One deliberate breakage: a throw-away patch that removes one check of
+/// `drivers/vfio/pci/vfio_pci_dmabuf.c` (never in the series), and the
+/// tests that must fail because of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Breakage {
     /// Its name (the patch file's stem).

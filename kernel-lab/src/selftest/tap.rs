@@ -12,7 +12,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// One case's result, as the harness's `ok`/`not ok` line says it.
+/// One case's result, as the harness's `ok`/`not ok` line says it
+/// (`KSFT_PASS`, `KSFT_FAIL`, `KSFT_SKIP` of `kselftest.h`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
@@ -67,7 +68,13 @@ pub enum RunEnd {
     Unfinished,
 }
 
-/// One device's run: what `STINIT: ===== run` and `===== exit` enclose.
+/// One device's run: what `STINIT: ===== run` and `===== exit` enclose
+/// (one `test_harness_run()`).
+///
+/// # Invariants
+///
+/// `cases[i].number == i + 1`: the harness numbers cases consecutively,
+/// and [`parse`] refuses a line that does not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRun {
     /// The lab's device name (`ivshmem-plain`, `pci-testdev`).
@@ -297,6 +304,7 @@ pub fn parse(text: &str) -> Result<GuestLog, TapError> {
             None => Outcome::Fail { diagnostics: std::mem::take(&mut diag) },
         };
         diag.clear();
+        // INVARIANT: `num` was checked to be `cases.len() + 1`.
         r.cases.push(TapCase { number: expected, mode: mode.into(), test: test.into(), outcome });
     }
     log.runs.extend(cur);
