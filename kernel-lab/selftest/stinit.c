@@ -1,6 +1,12 @@
-// /init for the selftest guest (see README.md): mount, load the vfio modules (finit_module,
-// dependency order), bind ivshmem-plain and pci-testdev to vfio-pci, run /vfio_pci_dmabuf_test
-// once per device, print kernel warnings, power off. Not part of the kernel patch.
+// SPDX-License-Identifier: GPL-2.0-only
+// /init of `kernel-lab selftest`'s guest (see README.md). Not part of the kernel patch series.
+//
+// Mounts the pseudo file systems, loads the vfio modules found in /lib/modules (in dependency
+// order: the initramfs has no modprobe), binds ivshmem-plain and pci-testdev to vfio-pci, runs
+// /vfio_pci_dmabuf_test once per device, prints the kernel log lines that report a problem,
+// and powers off. Everything it prints goes to the virtio-serial port named "nrlab" when there
+// is one (the host parses that file: no kernel message can split a TAP line there), else to
+// the console. The host's parser (kernel-lab/src/selftest.rs) reads the "STINIT:" lines.
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -16,10 +22,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+// iommufd is built in (lab kernels) or absent (Debian's cloud kernels); it is tried in case a
+// kernel has it as a module.
 static const char *mods[][2] = {
 	{ "irqbypass", "" }, { "iommufd", "" }, { "vfio", "" },
 	{ "vfio_iommu_type1", "allow_unsafe_interrupts=1" },
 	{ "vfio-pci-core", "" }, { "vfio-pci", "" },
+};
+
+// The kernel log lines worth the host's attention. "vfio" is not among them: vfio-pci logs
+// every reset.
+static const char *const bad[] = {
+	"WARNING", "BUG", "Oops", "KASAN", "UBSAN", "DMA-API", "lockdep", "circular locking",
+	"kmemleak", "Call Trace",
 };
 
 static int wr(const char *path, const char *s)
@@ -45,10 +60,35 @@ static int rd(const char *path, char *buf, size_t n)
 	return r;
 }
 
+// Points stdout and stderr at the "nrlab" port (no udev: found through sysfs).
+static void to_port(void)
+{
+	DIR *dir = opendir("/sys/class/virtio-ports");
+	struct dirent *e;
+	char p[300], name[64];
+
+	while (dir && (e = readdir(dir))) {
+		snprintf(p, sizeof(p), "/sys/class/virtio-ports/%s/name", e->d_name);
+		if (rd(p, name, sizeof(name)) <= 0 || strncmp(name, "nrlab", 5))
+			continue;
+		snprintf(p, sizeof(p), "/dev/%s", e->d_name);
+		int fd = open(p, O_WRONLY);
+
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		break;
+	}
+	if (dir)
+		closedir(dir);
+}
+
 int main(void)
 {
 	static char buf[1 << 20];
-	char bdfs[4][64], names[4][32], p[256], cmdline[512] = "";
+	char bdfs[4][256], names[4][32], p[512];
 	int nb = 0;
 	struct utsname u;
 	DIR *dir;
@@ -58,11 +98,12 @@ int main(void)
 	mount("proc", "/proc", "proc", 0, NULL);
 	mount("sysfs", "/sys", "sysfs", 0, NULL);
 	mount("tmpfs", "/tmp", "tmpfs", 0, NULL);
+	// iommufd_map_one_range reads the Intel IOMMU's page tables there.
 	mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL);
-	rd("/proc/cmdline", cmdline, sizeof(cmdline));
+	to_port();
 	uname(&u);
 	printf("STINIT: release %s\n", u.release);
-	for (unsigned i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
+	for (unsigned int i = 0; i < sizeof(mods) / sizeof(mods[0]); i++) {
 		snprintf(p, sizeof(p), "/lib/modules/%s.ko", mods[i][0]);
 		int fd = open(p, O_RDONLY);
 		long r;
@@ -99,6 +140,8 @@ int main(void)
 		       wr("/sys/bus/pci/drivers_probe", e->d_name));
 		nb++;
 	}
+	if (dir)
+		closedir(dir);
 	for (int i = 0; i < nb; i++) {
 		pid_t pid;
 		int status = 0;
@@ -113,20 +156,25 @@ int main(void)
 			_exit(127);
 		}
 		waitpid(pid, &status, 0);
-		printf("STINIT: ===== exit %s %d\n", names[i], WEXITSTATUS(status));
+		if (WIFEXITED(status))
+			printf("STINIT: ===== exit %s %d\n", names[i], WEXITSTATUS(status));
+		else
+			printf("STINIT: ===== signal %s %d\n", names[i], WTERMSIG(status));
 	}
 	int n = klogctl(3, buf, sizeof(buf) - 1);
 
 	if (n > 0) {
 		buf[n] = 0;
 		for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n"))
-			if (strstr(l, "WARNING") || strstr(l, "BUG") || strstr(l, "Oops") ||
-			    strstr(l, "KASAN") || strstr(l, "DMA-API") || strstr(l, "vfio") ||
-			    strstr(l, "iommufd"))
-				printf("STINIT: dmesg: %s\n", l);
+			for (unsigned int i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+				if (strstr(l, bad[i])) {
+					printf("STINIT: dmesg: %s\n", l);
+					break;
+				}
 	}
 	printf("STINIT: done\n");
 	fflush(stdout);
+	fsync(1);
 	sync();
 	reboot(RB_POWER_OFF);
 	return 0;

@@ -24,6 +24,9 @@
 //!   DMA-API, WARN or BUG reports.
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
+//! - [`selftest`]: the kselftest of `kernel-patches/0007`, built from the
+//!   lab-patched tree and run per kernel, its TAP output read by
+//!   [`selftest::tap`], and the deliberate breakages it must catch.
 
 pub mod conformance;
 pub mod debian;
@@ -38,6 +41,7 @@ pub mod qemu;
 pub mod report;
 pub mod revocation;
 pub mod sanitizer;
+pub mod selftest;
 
 /// The vfio modules in load order, with their parameters. Without
 /// modules.dep there is no modprobe: the order is the dependency order.

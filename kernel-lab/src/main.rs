@@ -131,10 +131,19 @@ enum Sub {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The kselftest of kernel-patches/0007 (vfio_pci_dmabuf_test), built
+    /// statically from the lab-patched source, run in one boot per kernel on
+    /// ivshmem-plain and pci-testdev; its TAP output is reported per
+    /// kernel, device and test. With --breakages, three deliberate
+    /// breakages (kernel-lab/selftest/breaks/) must each be caught by the
+    /// test named after the rule. Exit 1 if a test fails or a breakage is
+    /// not caught, 2 if the lab could not run.
+    Selftest(selftest_cmd::SelftestArgs),
 }
 
 mod importer_cmd;
 mod matrix_cmd;
+mod selftest_cmd;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -203,6 +212,15 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::from(1),
             Err(e) => {
                 eprintln!("kernel-lab importer: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Sub::Selftest(a)) = &args.cmd {
+        return match selftest_cmd::run(a) {
+            Ok(rep) => ExitCode::from(selftest_cmd::exit_code(&rep)),
+            Err(e) => {
+                eprintln!("kernel-lab selftest: error: {e}");
                 ExitCode::from(2)
             }
         };

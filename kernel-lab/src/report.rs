@@ -114,3 +114,134 @@ pub struct TopologyResult {
     /// Disagreements not explained by FINDINGS.md (these fail the run).
     pub unexplained: usize,
 }
+
+/// `kernel-lab selftest --report`: the kselftest per kernel, and the
+/// deliberate breakages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelftestReport {
+    /// When the run finished (UTC).
+    pub date: String,
+    /// The test binary that ran on every kernel.
+    pub test_binary: SelftestBinary,
+    /// One entry per `--kernel`, in order.
+    pub kernels: Vec<SelftestKernelRun>,
+    /// One entry per breakage (`--breakages`).
+    pub breakages: Vec<SelftestBreakageRun>,
+    /// Kernels with a problem plus breakages not caught as declared (exit 1).
+    pub failures: usize,
+    /// Kernels and breakages the lab could not boot (exit 2 when nothing failed).
+    pub not_run: usize,
+    /// Seconds of the whole run.
+    pub wall_seconds: f64,
+}
+
+/// Where the test binary came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelftestBinary {
+    /// Its path in the cache.
+    pub path: String,
+    /// The tree it was built from.
+    pub source: String,
+    /// Its cache key.
+    pub key: String,
+    /// Built by this run.
+    pub built_now: bool,
+    /// Seconds the build took (0 when cached).
+    pub build_seconds: f64,
+}
+
+/// One boot of the selftest guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelftestKernelRun {
+    /// The `--kernel` value.
+    pub asked: String,
+    /// `uname -r` in the guest (else the package's ABI).
+    pub kernel: String,
+    /// The package or lab build: ABI, version and suite.
+    pub kernel_package: String,
+    /// Whether the kernel's version has the feature.
+    pub feature_expected: bool,
+    /// What the probe found.
+    pub feature: crate::selftest::Feature,
+    /// Seconds from QEMU's start to its exit.
+    pub boot_seconds: f64,
+    /// Why the kernel could not be prepared or booted.
+    pub error: Option<String>,
+    /// One entry per device run, in run order.
+    pub devices: Vec<SelftestDevice>,
+    /// Kernel log lines that report a problem.
+    pub kernel_reports: Vec<String>,
+    /// What fails this kernel's run (empty: it passed).
+    pub problems: Vec<crate::selftest::Problem>,
+}
+
+/// One device's run of the test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelftestDevice {
+    /// The lab's device name.
+    pub device: String,
+    /// Its PCI address.
+    pub bdf: String,
+    /// The cases announced.
+    pub planned: Option<u32>,
+    /// How the run ended.
+    pub end: crate::selftest::tap::RunEnd,
+    /// Over every case.
+    pub counts: crate::selftest::tap::Counts,
+    /// Per test, in TAP order.
+    pub tests: Vec<SelftestTest>,
+}
+
+/// One test over the IOMMU modes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelftestTest {
+    /// The `TEST_F` name.
+    pub test: String,
+    /// Over its modes.
+    pub counts: crate::selftest::tap::Counts,
+    /// One per IOMMU mode, in TAP order.
+    pub modes: Vec<SelftestMode>,
+}
+
+/// One case: a test under one IOMMU mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelftestMode {
+    /// The IOMMU mode.
+    pub mode: String,
+    /// Its result (a skip's reason, a failure's assertion).
+    pub outcome: crate::selftest::tap::Outcome,
+}
+
+/// A test that failed on a device, and under which modes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelftestFailure {
+    /// The device.
+    pub device: String,
+    /// The test.
+    pub test: String,
+    /// The IOMMU modes it failed under.
+    pub modes: Vec<String>,
+}
+
+/// One deliberate breakage's boot and verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelftestBreakageRun {
+    /// The breakage.
+    pub name: String,
+    /// The rule it breaks.
+    pub rule: String,
+    /// The tests that must fail.
+    pub must_fail: Vec<String>,
+    /// Seconds to build its module (0 when cached).
+    pub module_seconds: f64,
+    /// Every declared test failed, no other did, both runs completed.
+    pub as_declared: bool,
+    /// What failed.
+    pub failed: Vec<SelftestFailure>,
+    /// Declared tests that did not fail.
+    pub missed: Vec<String>,
+    /// Tests that failed without being declared.
+    pub collateral: Vec<String>,
+    /// The boot (its `problems` include the expected failures).
+    pub run: SelftestKernelRun,
+}
