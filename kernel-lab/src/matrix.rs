@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{ConformanceReport, ImporterLabReport};
+use crate::report::{ConformanceReport, ImporterLabReport, SelftestReport};
 
 /// One part of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,17 +18,20 @@ pub enum Part {
     Conformance,
     /// The importer topologies (`kernel-lab importer`).
     Importer,
+    /// The kselftest of `kernel-patches/0007` (`kernel-lab selftest`).
+    Selftest,
 }
 
 impl Part {
     /// Every part, in report order.
-    pub const ALL: [Part; 2] = [Part::Conformance, Part::Importer];
+    pub const ALL: [Part; 3] = [Part::Conformance, Part::Importer, Part::Selftest];
 
     /// The part's name in file names and tables.
     pub const fn name(self) -> &'static str {
         match self {
             Part::Conformance => "conformance",
             Part::Importer => "importer",
+            Part::Selftest => "selftest",
         }
     }
 }
@@ -58,6 +61,7 @@ impl PartRun {
         match &self.summary {
             Some(Summary::Conformance(c)) => c.sanitizer.clone(),
             Some(Summary::Importer(i)) => i.sanitizer.iter().map(|(t, l)| format!("{t}: {l}")).collect(),
+            Some(Summary::Selftest(t)) => t.kernel_reports.clone(),
             None => Vec::new(),
         }
     }
@@ -70,6 +74,42 @@ pub enum Summary {
     Conformance(ConformanceSummary),
     /// The importer topologies.
     Importer(ImporterSummary),
+    /// The kselftest.
+    Selftest(SelftestSummary),
+}
+
+/// The kselftest on one kernel, in short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelftestSummary {
+    /// Whether the probe found the feature: `present`, `absent`, `unknown`.
+    pub feature: String,
+    /// Per device: (device, pass, fail, skip) over every test and IOMMU mode.
+    pub devices: Vec<(String, u32, u32, u32)>,
+    /// Tests that failed where they should pass, plus breakages not caught
+    /// as declared.
+    pub failures: usize,
+    /// The breakages run: (name, caught exactly by the tests it declares).
+    pub breakages: Vec<(String, bool)>,
+    /// Kernel log problems the selftest run relayed.
+    pub kernel_reports: Vec<String>,
+}
+
+impl SelftestSummary {
+    /// The summary of a selftest report.
+    pub fn of(r: &SelftestReport) -> Self {
+        let runs = r.kernels.iter();
+        Self {
+            feature: r.kernels.first().map_or_else(|| "not run".to_string(), |k| k.feature.to_string()),
+            devices: runs
+                .clone()
+                .flat_map(|k| &k.devices)
+                .map(|d| (d.device.clone(), d.counts.pass, d.counts.fail, d.counts.skip))
+                .collect(),
+            failures: r.failures,
+            breakages: r.breakages.iter().map(|b| (b.name.clone(), b.as_declared)).collect(),
+            kernel_reports: runs.flat_map(|k| k.kernel_reports.iter().cloned()).collect(),
+        }
+    }
 }
 
 /// The conformance batch, in short.
@@ -253,6 +293,25 @@ impl MatrixReport {
                     Some(e) => format!("{}: feature absent (probe: {e})", c.release),
                     None => format!("{}: {} cases, {} disagreements", c.release, c.cases, c.disagreements),
                 },
+                Some(Summary::Selftest(t)) => {
+                    let devices: Vec<String> =
+                        t.devices.iter().map(|(d, p, f, s)| format!("{d} {p} pass / {f} fail / {s} skip")).collect();
+                    let breakages: Vec<String> = t
+                        .breakages
+                        .iter()
+                        .map(|(n, ok)| format!("{n} {}", if *ok { "caught" } else { "NOT caught as declared" }))
+                        .collect();
+                    format!(
+                        "feature {}; {}{}",
+                        t.feature,
+                        devices.join("; "),
+                        if breakages.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; breakages: {}", breakages.join(", "))
+                        }
+                    )
+                }
                 Some(Summary::Importer(i)) => {
                     let mapped = i.shapes.iter().filter(|s| s.map == "0").count();
                     let intact = i.shapes.iter().filter(|s| s.map == "0" && s.reads_ok == s.reads).count();

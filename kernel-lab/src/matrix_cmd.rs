@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use kernel_lab::host::{self, progress, LabError};
 use kernel_lab::lab_kernel::{self, LabVariant};
-use kernel_lab::matrix::{ConformanceSummary, ImporterSummary, MatrixReport, Part, PartRun, Summary};
-use kernel_lab::report::{ConformanceReport, ImporterLabReport};
+use kernel_lab::matrix::{ConformanceSummary, ImporterSummary, MatrixReport, Part, PartRun, SelftestSummary, Summary};
+use kernel_lab::report::{ConformanceReport, ImporterLabReport, SelftestReport};
 
 #[derive(clap::Args, Debug)]
 pub struct MatrixArgs {
@@ -16,7 +16,8 @@ pub struct MatrixArgs {
     /// and the lab builds (lab-shipped, lab-patched).
     #[arg(long, value_delimiter = ',', default_value = "7.2.13,lab-shipped,lab-patched,6.12")]
     kernels: Vec<String>,
-    /// CI size: 2,000 conformance cases and the one IOVA topology.
+    /// CI size: 2,000 conformance cases, the one IOVA topology, no
+    /// selftest breakages.
     #[arg(long)]
     quick: bool,
     /// Conformance cases per kernel (default 20,000; 2,000 with --quick).
@@ -60,6 +61,7 @@ fn part(out: &Path, kernel: &str, part: Part, args: Vec<String>) -> Result<PartR
             read::<ConformanceReport>(&report).map(|r| Summary::Conformance(ConformanceSummary::of(&r)))
         }
         Part::Importer => read::<ImporterLabReport>(&report).map(|r| Summary::Importer(ImporterSummary::of(&r))),
+        Part::Selftest => read::<SelftestReport>(&report).map(|r| Summary::Selftest(SelftestSummary::of(&r))),
     };
     Ok(PartRun {
         kernel: kernel.to_string(),
@@ -94,6 +96,13 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
         )?;
         let absent = matches!(&conf.summary, Some(Summary::Conformance(c)) if c.feature_absent.is_some());
         runs.push(conf);
+        // The selftest runs on a kernel without the feature too: it must
+        // skip cleanly there.
+        let mut st = vec!["selftest".into(), "--kernel".into(), k.clone()];
+        if !a.quick && k.as_str() == LabVariant::Shipped.name() {
+            st.push("--breakages".into());
+        }
+        runs.push(part(&a.out, k, Part::Selftest, st)?);
         if absent {
             progress(format!("matrix: {k} lacks the feature; its other parts are skipped"));
             continue;
