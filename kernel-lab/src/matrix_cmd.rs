@@ -26,6 +26,11 @@ pub struct MatrixArgs {
     /// Importer topologies (default: all; rc-epyc-iova with --quick).
     #[arg(long)]
     topology: Option<String>,
+    /// Only these parts (comma-separated: conformance, selftest, importer);
+    /// the other parts' runs are kept from an existing matrix.json in
+    /// --out, so one part can be re-run or added.
+    #[arg(long, value_delimiter = ',')]
+    parts: Option<Vec<String>>,
     /// The directory for the reports: matrix.json, matrix.md and each
     /// part's own report and log.
     #[arg(long, default_value = "lab-matrix")]
@@ -38,7 +43,7 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 
 /// Runs `kernel-lab ARGS --report out/FILE` with its output in
 /// `out/FILE.log`.
-fn part(out: &Path, kernel: &str, part: Part, args: Vec<String>) -> Result<PartRun, LabError> {
+fn part_run(out: &Path, kernel: &str, part: Part, args: Vec<String>) -> Result<PartRun, LabError> {
     let file = format!("{kernel}-{}.json", part.name());
     let report = out.join(&file);
     let log = out.join(format!("{kernel}-{}.log", part.name()));
@@ -86,30 +91,43 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
     }
     let cases = a.cases.unwrap_or(if a.quick { 2_000 } else { 20_000 });
     let topology = a.topology.clone().unwrap_or_else(|| if a.quick { "rc-epyc-iova".into() } else { "all".into() });
+    let wanted: Vec<Part> = match &a.parts {
+        None => Part::ALL.to_vec(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Part::ALL.into_iter().find(|p| p.name() == n).ok_or_else(|| {
+                    let known: Vec<&str> = Part::ALL.iter().map(|p| p.name()).collect();
+                    LabError::Io(format!("unknown part {n}; known: {}", known.join(", ")))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let previous: Option<MatrixReport> = a.parts.as_ref().and_then(|_| read(&a.out.join("matrix.json")));
     let mut runs = Vec::new();
     for k in &a.kernels {
-        let conf = part(
-            &a.out,
-            k,
-            Part::Conformance,
-            vec!["--kernel".into(), k.clone(), "--cases".into(), cases.to_string()],
-        )?;
-        let absent = matches!(&conf.summary, Some(Summary::Conformance(c)) if c.feature_absent.is_some());
-        runs.push(conf);
+        let run_part = |part: Part, args: Vec<String>| -> Result<Option<PartRun>, LabError> {
+            if wanted.contains(&part) {
+                return part_run(&a.out, k, part, args).map(Some);
+            }
+            Ok(previous.as_ref().and_then(|m| m.run(k, part)).cloned())
+        };
+        let conf =
+            run_part(Part::Conformance, vec!["--kernel".into(), k.clone(), "--cases".into(), cases.to_string()])?;
+        let absent = matches!(conf.as_ref().and_then(|c| c.summary.as_ref()), Some(Summary::Conformance(c)) if c.feature_absent.is_some());
+        runs.extend(conf);
         // The selftest runs on a kernel without the feature too: it must
         // skip cleanly there.
         let mut st = vec!["selftest".into(), "--kernel".into(), k.clone()];
         if !a.quick && k.as_str() == LabVariant::Shipped.name() {
             st.push("--breakages".into());
         }
-        runs.push(part(&a.out, k, Part::Selftest, st)?);
+        runs.extend(run_part(Part::Selftest, st)?);
         if absent {
             progress(format!("matrix: {k} lacks the feature; its other parts are skipped"));
             continue;
         }
-        runs.push(part(
-            &a.out,
-            k,
+        runs.extend(run_part(
             Part::Importer,
             vec!["importer".into(), "--kernel".into(), k.clone(), "--topology".into(), topology.clone()],
         )?);
