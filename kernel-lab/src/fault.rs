@@ -58,6 +58,9 @@ pub enum FaultOp {
     /// `VFIO_DEVICE_FEATURE(DMA_BUF | GET)` of [`TWO_RANGES`] of ivshmem's
     /// BAR2: `vfio_pci_core_feature_dma_buf()`.
     Export,
+    /// The importer's `NRLAB_IOCTL_ATTACH` of the [`ONE_RANGE`] dma-buf:
+    /// `dma_buf_get()` + `dma_buf_dynamic_attach()` → `vfio_pci_dma_buf_attach()`.
+    Attach,
     /// The importer's `NRLAB_IOCTL_MAP` of the [`ONE_RANGE`] dma-buf:
     /// `dma_buf_map_attachment()` → `vfio_pci_dma_buf_map()` →
     /// `dma_buf_phys_vec_to_sgt()`.
@@ -68,13 +71,13 @@ pub enum FaultOp {
 
 impl FaultOp {
     /// Every operation, in sweep order.
-    pub const ALL: [FaultOp; 3] = [FaultOp::Export, FaultOp::Map1, FaultOp::Map2];
+    pub const ALL: [FaultOp; 4] = [FaultOp::Export, FaultOp::Attach, FaultOp::Map1, FaultOp::Map2];
 
     /// The ranges (BAR offset, length) of its dma-buf.
     pub fn ranges(self) -> &'static [(u64, u64)] {
         match self {
             FaultOp::Export | FaultOp::Map2 => &TWO_RANGES,
-            FaultOp::Map1 => &ONE_RANGE,
+            FaultOp::Attach | FaultOp::Map1 => &ONE_RANGE,
         }
     }
 
@@ -84,12 +87,18 @@ impl FaultOp {
     pub fn filter_function(self) -> &'static str {
         match self {
             FaultOp::Export => "vfio_pci_core_feature_dma_buf",
+            FaultOp::Attach => "dma_buf_dynamic_attach",
             FaultOp::Map1 | FaultOp::Map2 => "dma_buf_phys_vec_to_sgt",
         }
     }
 
     /// Whether a failure can leak IOVA space (the probes mean something).
     pub fn maps(self) -> bool {
+        matches!(self, FaultOp::Map1 | FaultOp::Map2)
+    }
+
+    /// Whether it needs the importer fixture.
+    pub fn needs_importer(self) -> bool {
         self != FaultOp::Export
     }
 
@@ -99,7 +108,7 @@ impl FaultOp {
     /// (defect 1 fails two ranges on the IOVA path as shipped).
     pub fn probe_ranges(self) -> &'static [(u64, u64)] {
         match self {
-            FaultOp::Export => &[],
+            FaultOp::Export | FaultOp::Attach => &[],
             FaultOp::Map1 => &ONE_RANGE,
             FaultOp::Map2 => &PROBE_TWO_PAGES,
         }
@@ -110,6 +119,7 @@ impl std::fmt::Display for FaultOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             FaultOp::Export => "export (2-range GET)",
+            FaultOp::Attach => "attach (1-range dma-buf)",
             FaultOp::Map1 => "map (1-range dma-buf)",
             FaultOp::Map2 => "map (2-range dma-buf)",
         })
@@ -231,6 +241,9 @@ pub struct OpSweep {
     pub baseline_err: i32,
     /// The probe without a fault.
     pub baseline_iova: Option<u64>,
+    /// When the operation fails even without a fault (the 2-range map on
+    /// `lab-shipped`, defect 1): that failure repeated, a probe after each.
+    pub baseline_rounds: Vec<Round>,
     /// N = 1.. until [`STOP_AFTER_MISSES`] misses.
     pub points: Vec<SweepPoint>,
     /// Every failing point of a map, repeated.
@@ -393,6 +406,8 @@ pub enum KernelSite {
     DmaBufExport,
     /// Inside `dma_buf_fd()` (kmod-shim's `FaultSite::DmaBufFd`).
     DmaBufFd,
+    /// `kzalloc(attach)` in `dma_buf_dynamic_attach()` (`Alloc::Attachment`).
+    Attachment,
     /// `kzalloc(dma)` in `dma_buf_phys_vec_to_sgt()` (`Alloc::DmaBufDma`).
     DmaBufDma,
     /// `kzalloc(dma->state)` there (`Alloc::IovaState`).
@@ -424,6 +439,7 @@ impl KernelSite {
             KernelSite::Priv => alloc(kmod_shim::Alloc::Priv),
             KernelSite::PhysVec => alloc(kmod_shim::Alloc::PhysVec),
             KernelSite::DmaBufExport => alloc(kmod_shim::Alloc::DmaBufFile),
+            KernelSite::Attachment => alloc(kmod_shim::Alloc::Attachment),
             KernelSite::DmaBufDma => alloc(kmod_shim::Alloc::DmaBufDma),
             KernelSite::IovaState => alloc(kmod_shim::Alloc::IovaState),
             KernelSite::SgTable => alloc(kmod_shim::Alloc::SgTable),
@@ -444,6 +460,7 @@ impl std::fmt::Display for KernelSite {
             KernelSite::PhysVec => f.write_str("kcalloc(priv->phys_vec)"),
             KernelSite::DmaBufExport => f.write_str("dma_buf_export()"),
             KernelSite::DmaBufFd => f.write_str("dma_buf_fd()"),
+            KernelSite::Attachment => f.write_str("kzalloc(attach)"),
             KernelSite::DmaBufDma => f.write_str("kzalloc(dma)"),
             KernelSite::IovaState => f.write_str("kzalloc(dma->state)"),
             KernelSite::SgTable => f.write_str("sg_alloc_table()"),
@@ -462,6 +479,7 @@ pub fn shim_alloc_order(op: FaultOp) -> &'static [kmod_shim::Alloc] {
     use kmod_shim::Alloc::*;
     match op {
         FaultOp::Export => &[RangeCopy, Priv, PhysVec, DmaBufFile],
+        FaultOp::Attach => &[Attachment],
         FaultOp::Map1 | FaultOp::Map2 => &[DmaBufDma, IovaState, SgTable],
     }
 }
@@ -513,6 +531,7 @@ pub fn attribute(frames: &[Frame]) -> KernelSite {
             "memdup_array_user" | "memdup_user" | "vmemdup_user" => KernelSite::RangeCopy,
             "dma_buf_export" => KernelSite::DmaBufExport,
             "dma_buf_fd" => KernelSite::DmaBufFd,
+            "dma_buf_dynamic_attach" | "dma_buf_attach" => KernelSite::Attachment,
             "dma_iova_try_alloc" | "iommu_dma_alloc_iova" | "alloc_iova_fast" | "alloc_iova" => KernelSite::IovaAlloc,
             "dma_iova_link" | "iommu_map" | "iommu_map_nosync" | "__iommu_map" => KernelSite::IovaLink,
             "dma_map_phys" => KernelSite::MapPhys,
@@ -721,6 +740,17 @@ pub fn shim_outcome(
         s.arm_fault(plan);
         match s.export(&req) {
             Ok(_) => 0,
+            Err(e) => -e.errno().code(),
+        }
+    } else if op == FaultOp::Attach {
+        let buf = s.export(&req).ok()?;
+        s.arm_fault(plan);
+        match s.attach(buf, imp) {
+            Ok(att) => {
+                s.arm_fault(None);
+                s.detach(att).ok()?;
+                0
+            }
             Err(e) => -e.errno().code(),
         }
     } else {
@@ -944,6 +974,15 @@ pub fn compare(
         let mut sites = attribute_op(&stacks);
         let inferred = infer_range_copy(sweep, &mut sites);
         let baseline = shim_outcome(dev, variant.fidelity(), sweep.op, None, false);
+        // A failure without a fault can leak too: its rounds against the
+        // shim's unfaulted answer.
+        let base_leak = (!sweep.baseline_rounds.is_empty())
+            .then(|| iova_leak(sweep.baseline_iova, &sweep.baseline_rounds, |r| r.err != 0));
+        let base_shim_leak = baseline.as_ref().map(|b| b.iova_leak);
+        let base_agree = match (base_leak.as_ref().and_then(IovaVerdict::leaks), base_shim_leak) {
+            (Some(k), Some(s)) => Some(k == s),
+            _ => None,
+        };
         let mut points = Vec::new();
         for (p, site) in sweep.points.iter().zip(&sites) {
             if !p.fired {
@@ -974,6 +1013,14 @@ pub fn compare(
             },
             baseline_err: errno_text(sweep.baseline_err),
             shim_baseline_err: baseline.map(|b| errno_text(b.err)),
+            baseline_iova_verdict: base_leak.map(|l| l.to_string()),
+            baseline_probes: sweep
+                .baseline_rounds
+                .iter()
+                .map(|x| x.probe_iova.map_or("-".to_string(), |a| format!("{a:#x}")))
+                .collect(),
+            baseline_shim_iova_leak: base_shim_leak.filter(|_| !sweep.baseline_rounds.is_empty()),
+            baseline_agree: base_agree,
             baseline_iova: sweep.baseline_iova.map(|a| format!("{a:#x}")),
             tried: sweep.points.len(),
             fired: sweep.points.iter().filter(|p| p.fired).count(),
@@ -1116,6 +1163,7 @@ fn shim_frees(dev: &DeviceInfo, variant: Variant, site: &KernelSite) -> Option<S
         KernelSite::PhysVec => Alloc::PhysVec,
         KernelSite::RangeCopy => Alloc::RangeCopy,
         KernelSite::DmaBufExport => Alloc::DmaBufFile,
+        KernelSite::Attachment => Alloc::Attachment,
         _ => return None,
     };
     let mut s = shim_for(dev, variant.fidelity());
@@ -1140,7 +1188,8 @@ fn shim_frees(dev: &DeviceInfo, variant: Variant, site: &KernelSite) -> Option<S
 /// and kmod-shim disagree, a defect verdict against expectation, a kmemleak
 /// object kmod-shim frees, and on `lab-patched` any sanitizer line.
 pub fn failures(r: &FaultSweepReport) -> usize {
-    let points = r.ops.iter().flat_map(|o| &o.points).filter(|p| p.agree == Some(false)).count();
+    let points = r.ops.iter().flat_map(|o| &o.points).filter(|p| p.agree == Some(false)).count()
+        + r.ops.iter().filter(|o| o.baseline_agree == Some(false)).count();
     let overrides = r.overrides.iter().filter(|o| o.agree == Some(false)).count();
     let verdicts = r.defects.iter().filter(|d| !d.as_expected).count();
     // kmemleak's objects count once per group; on lab-patched every group

@@ -246,6 +246,19 @@ fn markdown(r: &FaultSweepReport) -> String {
             o.failed,
             o.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
         );
+        if let Some(v) = &o.baseline_iova_verdict {
+            let _ = writeln!(
+                s,
+                "the unfaulted failure, repeated: kernel {v} (probes {}); kmod-shim IOVA leak {:?}; agree: {}\n",
+                o.baseline_probes.join(" "),
+                o.baseline_shim_iova_leak,
+                match o.baseline_agree {
+                    None => "undecided",
+                    Some(true) => "yes",
+                    Some(false) => "**NO**",
+                }
+            );
+        }
         let _ = writeln!(
             s,
             "| N | site | injector | kernel | kmod-shim | kernel IOVA | shim IOVA leak | agree | notes |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"

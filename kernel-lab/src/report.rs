@@ -162,6 +162,15 @@ pub struct FaultOpResult {
     pub baseline_err: String,
     /// kmod-shim's answer without a fault.
     pub shim_baseline_err: Option<String>,
+    /// When the operation fails without a fault: the IOVA verdict of that
+    /// failure, repeated.
+    pub baseline_iova_verdict: Option<String>,
+    /// The probe after each of those rounds.
+    pub baseline_probes: Vec<String>,
+    /// Whether kmod-shim leaks IOVA space in that failure.
+    pub baseline_shim_iova_leak: Option<bool>,
+    /// Kernel and kmod-shim agree on it (`None`: undecided or not run).
+    pub baseline_agree: Option<bool>,
     /// The clean probe before the sweep.
     pub baseline_iova: Option<String>,
     /// N tried.

@@ -161,6 +161,12 @@ fn stacks_are_attributed_to_the_calls_kmod_shim_models() {
     assert_eq!(site(SG_ALLOC_TABLE), KernelSite::SgTable);
     assert_eq!(site(DMA_BUF_EXPORT), KernelSite::DmaBufExport);
     assert_eq!(site(IMPORTER_KVMALLOC), KernelSite::NotModelled("the importer fixture: nrlab_ioctl".into()));
+    let attach = "FAULT_INJECTION: forcing a failure.
+ __kmalloc_cache_noprof+0x5f/0x520
+ dma_buf_dynamic_attach+0x9a/0x7a0
+ nrlab_ioctl+0x4d2/0x1ff0 [nrlab_importer]";
+    assert_eq!(site(attach), KernelSite::Attachment);
+    assert_eq!(KernelSite::Attachment.shim_plan(FaultOp::Attach), Some(FaultPlan::new(FaultSite::Alloc, 0)));
     // The direct kzalloc()s are only told apart by offset, per operation.
     let ranked = attribute_op(&[
         fault_stack(&lines(&sgt_kzalloc("0x15b"))),
@@ -250,6 +256,10 @@ fn the_shim_counts_allocations_in_the_order_assumed() {
         if op == FaultOp::Export {
             s.arm_fault(None);
             s.export(&req).unwrap();
+        } else if op == FaultOp::Attach {
+            let buf = s.export(&req).unwrap();
+            s.arm_fault(None);
+            s.attach(buf, imp).unwrap();
         } else {
             let buf = s.export(&req).unwrap();
             let att = s.attach(buf, imp).unwrap();
@@ -280,6 +290,11 @@ fn the_shim_predicts_each_defect_in_kernel_mode_only() {
     let k = shim_outcome(&dev, Fidelity::Kernel, FaultOp::Map2, map, true).unwrap();
     assert!(k.fired && k.spurious_unmaps > 0 && !k.iova_leak);
     assert_eq!(shim_outcome(&dev, Fidelity::Fixed, FaultOp::Map2, map, true).unwrap().spurious_unmaps, 0);
+    // The attachment: ENOMEM, nothing left behind.
+    let a =
+        shim_outcome(&dev, Fidelity::Kernel, FaultOp::Attach, KernelSite::Attachment.shim_plan(FaultOp::Attach), false);
+    let a = a.unwrap();
+    assert!(a.fired && a.err == enomem && a.violations.is_empty());
     // An export allocation: ENOMEM, nothing left behind.
     let priv_ = KernelSite::Priv.shim_plan(FaultOp::Export);
     let e = shim_outcome(&dev, Fidelity::Kernel, FaultOp::Export, priv_, false).unwrap();
@@ -303,6 +318,7 @@ fn leaking_report() -> FaultGuestReport {
             filter: Some("dma_buf_phys_vec_to_sgt".into()),
             baseline_err: 0,
             baseline_iova: Some(0xffff_e000),
+            baseline_rounds: vec![],
             points: vec![
                 point(1, lines(&sgt_kzalloc("0xd6"))),
                 point(2, lines(&sgt_kzalloc("0x15b"))),
@@ -348,6 +364,7 @@ fn a_silent_enomem_before_priv_is_the_range_copy() {
         filter: None,
         baseline_err: 0,
         baseline_iova: None,
+        baseline_rounds: vec![],
         points: vec![
             point(1, -12, vec![]),
             point(2, 0, vec![]),
@@ -389,4 +406,27 @@ fn guest_reports_round_trip_through_json() {
     assert_eq!(FaultOp::Map2.probe_ranges(), &PROBE_TWO_PAGES);
     assert_eq!(OverrideKind::PerRangeSecondMapPhys.op(), FaultOp::Map2);
     assert_eq!(source_hash().len(), 16);
+}
+
+/// The 2-range map fails without any fault on `lab-shipped` (defect 1,
+/// EADDRINUSE at the second link). Its unwind, `dma_iova_destroy(mapped_len)`,
+/// decides whether the span comes back; the probe after each round says.
+#[test]
+fn an_unfaulted_failure_is_compared_too() {
+    let eaddrinuse = -validator::Errno::EADDRINUSE.code();
+    let mut rep = leaking_report();
+    let sweep = &mut rep.ops[0];
+    sweep.op = FaultOp::Map2;
+    sweep.baseline_err = eaddrinuse;
+    sweep.baseline_rounds = (1..=4).map(|i| round(eaddrinuse, 0xffff_e000 - 2 * i * PAGE)).collect();
+    let (ops, _, _) = compare(&rep, Variant::Shipped).unwrap();
+    let o = &ops[0];
+    assert_eq!(o.shim_baseline_err.as_deref(), Some("EADDRINUSE"));
+    assert!(o.baseline_iova_verdict.as_deref().unwrap().starts_with("leaks"), "{o:?}");
+    // kmod-shim frees the whole span on this path: a finding.
+    assert_eq!((o.baseline_shim_iova_leak, o.baseline_agree), (Some(false), Some(false)));
+    // Constant probes: returned, and then the two agree.
+    rep.ops[0].baseline_rounds = (0..4).map(|_| round(eaddrinuse, 0xffff_e000)).collect();
+    let (ops, _, _) = compare(&rep, Variant::Shipped).unwrap();
+    assert_eq!(ops[0].baseline_agree, Some(true));
 }

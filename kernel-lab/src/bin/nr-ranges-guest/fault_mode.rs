@@ -127,12 +127,20 @@ impl Fixture {
     }
 
     fn attach(&self, fd: i32) -> GResult<()> {
+        match self.attach_raw(fd) {
+            (0, _) => Ok(()),
+            (e, true) => Err(format!("NRLAB_IOCTL_ATTACH: {}", kernel_lab::proto::KernelErrno(-e))),
+            (e, false) => Err(format!("attach: {}", kernel_lab::proto::KernelErrno(-e))),
+        }
+    }
+
+    /// The attach's answer (0 or -errno) and whether the ioctl itself
+    /// failed.
+    fn attach_raw(&self, fd: i32) -> (i32, bool) {
         let mut a = NrlabAttach { fd, ..Default::default() };
-        uapi::ioctl::ioctl_iowr(self.dev.as_fd(), NRLAB_IOCTL_ATTACH, a.as_mut_bytes())
-            .map_err(|e| format!("NRLAB_IOCTL_ATTACH: {e}"))?;
-        match a.st.err {
-            0 => Ok(()),
-            e => Err(format!("attach: {}", kernel_lab::proto::KernelErrno(-e))),
+        match uapi::ioctl::ioctl_iowr(self.dev.as_fd(), NRLAB_IOCTL_ATTACH, a.as_mut_bytes()) {
+            Err(e) => (-(e as i32), true),
+            Ok(_) => (a.st.err, false),
         }
     }
 
@@ -184,7 +192,11 @@ impl Lab {
     }
 
     fn buf_fd(&self, op: FaultOp) -> i32 {
-        let want = if op == FaultOp::Export { FaultOp::Map2 } else { op };
+        let want = match op {
+            FaultOp::Export => FaultOp::Map2,
+            FaultOp::Attach => FaultOp::Map1,
+            _ => op,
+        };
         self.bufs.iter().find(|b| b.0 == want).map_or(-1, |b| b.1.as_raw_fd())
     }
 
@@ -225,6 +237,18 @@ impl Lab {
                 Err(e) => return Err(e.to_string()),
             };
             (fired, err, false)
+        } else if op == FaultOp::Attach {
+            let fd = self.buf_fd(op);
+            let fx = self.fx.as_mut().ok_or("no importer fixture")?;
+            if n > 0 && !self.fail.arm(&text) {
+                return Err(format!("write {FAIL_NTH} failed"));
+            }
+            let (err, ioctl_failed) = fx.attach_raw(fd);
+            let fired = n > 0 && self.fail.fired_then_disarm();
+            if err == 0 {
+                fx.detach();
+            }
+            (fired, err, ioctl_failed)
         } else {
             let fd = self.buf_fd(op);
             let fx = self.fx.as_mut().ok_or("no importer fixture")?;
@@ -248,7 +272,25 @@ impl Lab {
     fn sweep(&mut self, op: FaultOp, filter: Option<String>) -> GResult<OpSweep> {
         let (_, baseline_err, _, _) = self.attempt(op, 0, &format!("{op}: baseline"))?;
         let baseline_iova = if op.maps() { self.probe(op).1 } else { None };
-        let mut s = OpSweep { op, filter, baseline_err, baseline_iova, points: vec![], repeats: vec![], note: None };
+        let mut baseline_rounds = Vec::new();
+        if op.maps() && baseline_err != 0 {
+            for r in 0..self.repeats {
+                let (_, err, _, klog) = self.attempt(op, 0, &format!("{op}: baseline, round {r}"))?;
+                let (probe_err, probe_iova) = self.probe(op);
+                let sanitizer = klog.iter().filter(|l| is_sanitizer_line(l)).cloned().collect();
+                baseline_rounds.push(Round { fired: false, err, probe_err, probe_iova, frames: vec![], sanitizer });
+            }
+        }
+        let mut s = OpSweep {
+            op,
+            filter,
+            baseline_err,
+            baseline_iova,
+            baseline_rounds,
+            points: vec![],
+            repeats: vec![],
+            note: None,
+        };
         let mut misses = 0;
         for n in 1..=MAX_N {
             let (fired, err, ioctl_failed, klog) = self.attempt(op, n, &format!("{op}: fail-nth {n}"))?;
@@ -351,6 +393,10 @@ fn load(file: &str) -> GResult<()> {
 
 /// Text symbols of `/proc/kallsyms`: every start address, sorted, and the
 /// wanted names' starts.
+///
+/// # Invariants
+/// `starts` is sorted and without duplicates, so the symbol after a start
+/// is the first greater entry.
 struct Kallsyms {
     starts: Vec<u64>,
     named: Vec<(String, u64)>,
@@ -358,7 +404,13 @@ struct Kallsyms {
 
 impl Kallsyms {
     fn read() -> Self {
-        let wanted = ["__alloc_object", "mem_pool_alloc", "dma_buf_phys_vec_to_sgt", "vfio_pci_core_feature_dma_buf"];
+        let wanted = [
+            "__alloc_object",
+            "mem_pool_alloc",
+            "dma_buf_phys_vec_to_sgt",
+            "vfio_pci_core_feature_dma_buf",
+            "dma_buf_dynamic_attach",
+        ];
         let text = fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         let (mut starts, mut named) = (Vec::new(), Vec::new());
         for l in text.lines() {
@@ -375,6 +427,7 @@ impl Kallsyms {
         }
         starts.sort_unstable();
         starts.dedup();
+        // INVARIANT: sorted and deduplicated just above.
         Self { starts, named }
     }
 
@@ -498,7 +551,7 @@ fn run(rep: &mut FaultGuestReport) -> GResult<()> {
     let syms = Kallsyms::read();
     let reject = syms.range("__alloc_object").or_else(|| syms.range("mem_pool_alloc"));
     for op in FaultOp::ALL {
-        if op.maps() && lab.fx.is_none() {
+        if op.needs_importer() && lab.fx.is_none() {
             continue;
         }
         set_filter(None, None)?;
