@@ -267,6 +267,18 @@ pub struct OverrideRun {
     pub klog: Vec<String>,
 }
 
+/// The export with the fd table full: `dma_buf_fd()` fails with EMFILE
+/// after `dma_buf_export()` succeeded (defect 5's path, `err_dma_buf`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FdFullRun {
+    /// Descriptors opened to fill the table.
+    pub filled: u32,
+    /// Each round's answer.
+    pub errs: Vec<i32>,
+    /// Every kernel log line of the rounds and of the deferred release.
+    pub klog: Vec<String>,
+}
+
 /// A sanitizer line and where in the run it appeared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SanitizerLine {
@@ -296,6 +308,8 @@ pub struct FaultGuestReport {
     pub ops: Vec<OpSweep>,
     /// The overrides (only with `nrlab_fault.ko`).
     pub overrides: Vec<OverrideRun>,
+    /// The export with a full fd table.
+    pub fd_full: Option<FdFullRun>,
     /// Why some part did not run (no importer, no fault module, ...).
     pub notes: Vec<String>,
     /// `/sys/kernel/debug/kmemleak` after the final scans.
@@ -1059,7 +1073,70 @@ pub fn compare(
         d4.map(|o| o.sanitizer.iter().any(|l| l.contains("DMA-API"))),
         d4.map_or_else(Vec::new, |o| o.trace.clone()),
     ));
+    let d5 = rep.fd_full.as_ref().map(|f| compare_fd_full(dev, variant, f));
+    let mut v5 = verdict(
+        5,
+        "dma_buf_fd() failing after dma_buf_export(): err_dma_buf falls through and frees priv twice (fixed upstream in v7.0-rc6)",
+        variant,
+        d5.as_ref().map(|o| o.sanitizer.iter().any(|l| l.contains("KASAN") || l.contains("BUG:"))),
+        d5.as_ref().map_or_else(Vec::new, |o| {
+            let mut t = vec![format!("errors: {}", o.kernel_errs.join(" "))];
+            t.extend(o.sanitizer.iter().cloned());
+            t
+        }),
+    );
+    // Fixed in 7.2.13's source: absent on both builds is the expectation.
+    if let Some(obs) = v5.observed {
+        v5.as_expected = !obs;
+        v5.verdict = if obs { "PRESENT (KASAN report)".into() } else { "absent: fixed in 7.2.13".into() };
+    }
+    verdicts.push(v5);
+    let mut overrides = overrides;
+    overrides.extend(d5);
     Some((ops, overrides, verdicts))
+}
+
+/// The full-fd-table export against kmod-shim's `FaultSite::DmaBufFd`.
+fn compare_fd_full(dev: &DeviceInfo, variant: Variant, f: &FdFullRun) -> OverrideResult {
+    let shim =
+        shim_outcome(dev, variant.fidelity(), FaultOp::Export, Some(FaultPlan::new(FaultSite::DmaBufFd, 0)), false);
+    let sanitizer = sanitizer_of(&f.klog);
+    let kasan = sanitizer.iter().any(|l| l.contains("KASAN") || l.contains("BUG:"));
+    let mut notes = Vec::new();
+    let agree = shim.as_ref().map(|s| {
+        let mut ok = true;
+        if let Some(&e) = f.errs.first() {
+            if e != s.err {
+                ok = false;
+                notes.push(format!("errno: kernel {}, kmod-shim {}", errno_text(e), errno_text(s.err)));
+            }
+        }
+        if kasan != !s.violations.is_empty() {
+            ok = false;
+            notes.push(format!(
+                "memory safety: kernel {}, kmod-shim {}",
+                if kasan { "KASAN report" } else { "no report" },
+                if s.violations.is_empty() { "clean".to_string() } else { s.violations.join("; ") }
+            ));
+        }
+        ok
+    });
+    OverrideResult {
+        kind: format!("fd table full ({} descriptors opened): dma_buf_fd() fails", f.filled),
+        rounds: f.errs.len(),
+        fired: 0,
+        kernel_errs: f.errs.iter().map(|&e| errno_text(e)).collect(),
+        before: None,
+        probes: vec![],
+        kernel_iova: "-".into(),
+        sanitizer,
+        trace: f.klog.iter().filter(|l| is_sanitizer_line(l) || parse_frame(l).is_some()).take(40).cloned().collect(),
+        shim_err: shim.as_ref().map(|s| errno_text(s.err)),
+        shim_iova_leak: shim.as_ref().map(|s| s.iova_leak),
+        shim_spurious_unmaps: shim.as_ref().map(|s| s.spurious_unmaps),
+        agree,
+        notes,
+    }
 }
 
 /// The export's range copy, `memdup_array_user()`, allocates with

@@ -430,3 +430,31 @@ fn an_unfaulted_failure_is_compared_too() {
     let (ops, _, _) = compare(&rep, Variant::Shipped).unwrap();
     assert_eq!(ops[0].baseline_agree, Some(true));
 }
+
+/// Defect 5's path with the fd table full: 7.2.13 has the fix, so a clean
+/// EMFILE is expected on both builds; kmod-shim's `Fidelity::Kernel` still
+/// models the code before the fix, which is a disagreement to report.
+#[test]
+fn the_full_fd_table_checks_defect_5() {
+    let emfile = -validator::Errno::EMFILE.code();
+    let mut rep = leaking_report();
+    rep.fd_full = Some(FdFullRun { filled: 1017, errs: vec![emfile; 3], klog: vec![] });
+    let (_, overrides, defects) = compare(&rep, Variant::Shipped).unwrap();
+    let d5 = defects.iter().find(|d| d.defect == 5).unwrap();
+    assert_eq!((d5.observed, d5.as_expected, d5.verdict.as_str()), (Some(false), true, "absent: fixed in 7.2.13"));
+    let o = overrides.last().unwrap();
+    assert_eq!(o.kernel_errs, ["EMFILE"; 3]);
+    assert_eq!((o.shim_err.as_deref(), o.agree), (Some("EMFILE"), Some(false)));
+    assert!(o.notes.iter().any(|n| n.starts_with("memory safety: kernel no report, kmod-shim")), "{:?}", o.notes);
+    let (_, overrides, _) = compare(&rep, Variant::Patched).unwrap();
+    assert_eq!(overrides.last().unwrap().agree, Some(true));
+    // A KASAN report there would be the defect, and unexpected.
+    rep.fd_full = Some(FdFullRun {
+        filled: 1017,
+        errs: vec![emfile],
+        klog: vec!["BUG: KASAN: slab-use-after-free in vfio_pci_dma_buf_release+0x2c/0x1a0".into()],
+    });
+    let (_, _, defects) = compare(&rep, Variant::Patched).unwrap();
+    let d5 = defects.iter().find(|d| d.defect == 5).unwrap();
+    assert_eq!((d5.observed, d5.as_expected), (Some(true), false));
+}

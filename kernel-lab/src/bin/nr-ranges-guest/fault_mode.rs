@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::*;
 use kernel_lab::fault::{
-    fault_stack, is_sanitizer_line, FaultGuestReport, FaultOp, OpSweep, OverrideKind, OverrideRun, Repeat, Round,
-    SanitizerLine, SweepPoint, FAIL_NTH, MAX_N, MODULE_FILE, PARAMS, REPEATS_FULL, STOP_AFTER_MISSES,
+    fault_stack, is_sanitizer_line, FaultGuestReport, FaultOp, FdFullRun, OpSweep, OverrideKind, OverrideRun, Repeat,
+    Round, SanitizerLine, SweepPoint, FAIL_NTH, MAX_N, MODULE_FILE, PARAMS, REPEATS_FULL, STOP_AFTER_MISSES,
 };
 use kernel_lab::importer::abi::{
     NrlabAttach, NrlabMap, NrlabStatus, NRLAB_IOCTL_ATTACH, NRLAB_IOCTL_DETACH, NRLAB_IOCTL_MAP,
@@ -359,6 +359,37 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The export with every descriptor taken: `dma_buf_fd()` fails
+    /// (EMFILE) after `dma_buf_export()` made the dma-buf, so the error
+    /// path releases it (defect 5's path). The table is filled with
+    /// `/dev/null` up to the limit and emptied again.
+    fn fd_full(&mut self) -> GResult<FdFullRun> {
+        let mut run = FdFullRun::default();
+        let mut held = Vec::new();
+        while held.len() < 1 << 20 {
+            match File::open("/dev/null") {
+                Ok(f) => held.push(f),
+                Err(e) if e.raw_os_error() == Some(nix::libc::EMFILE) => break,
+                Err(e) => return Err(format!("open /dev/null: {e}")),
+            }
+        }
+        run.filled = held.len() as u32;
+        let _ = self.klog("before");
+        for _ in 0..self.repeats.min(3) {
+            let (_, err, _, klog) = self.attempt(FaultOp::Export, 0, "export with the fd table full")?;
+            run.errs.push(err);
+            run.klog.extend(klog);
+        }
+        drop(held);
+        // The release was deferred to the return to user space; give it
+        // (and a KASAN report) time to reach the log.
+        std::thread::sleep(Duration::from_secs(1));
+        run.klog.extend(self.klog("export with the fd table full, after"));
+        Ok(run)
+    }
+}
+
 fn rounds_push(run: &mut OverrideRun, r: u32, klog: Vec<String>, round: Round) {
     if r == 0 {
         run.klog = klog;
@@ -575,6 +606,7 @@ fn run(rep: &mut FaultGuestReport) -> GResult<()> {
             rep.overrides.push(lab.override_run(kind)?);
         }
     }
+    rep.fd_full = Some(lab.fd_full()?);
     if has_kmemleak {
         // kmemleak leaves objects younger than 5 s alone; scan twice, as
         // its documentation suggests, a few seconds apart.
