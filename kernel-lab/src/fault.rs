@@ -1111,7 +1111,7 @@ fn compare_fd_full(dev: &DeviceInfo, variant: Variant, f: &FdFullRun) -> Overrid
                 notes.push(format!("errno: kernel {}, kmod-shim {}", errno_text(e), errno_text(s.err)));
             }
         }
-        if kasan != !s.violations.is_empty() {
+        if kasan == s.violations.is_empty() {
             ok = false;
             notes.push(format!(
                 "memory safety: kernel {}, kmod-shim {}",
