@@ -17,6 +17,8 @@
 //!   compares, [`importer::abi`] is its ioctl ABI (`importer/nrlab_importer.h`);
 //!   [`revocation`]: the revocation sequence, run on the guest and on
 //!   kmod-shim through one trait.
+//! - [`fault`]: the fault sweep (fail-nth and kprobe overrides inside the
+//!   export and the importer's map, on lab kernels) against kmod-shim.
 //! - [`patches`]: the kernel patch series against Debian's 7.2.13 source
 //!   (applies, checkpatch-clean).
 //! - [`matrix`]: `kernel-lab matrix`'s report: every part on every kernel.
@@ -30,6 +32,7 @@
 
 pub mod conformance;
 pub mod debian;
+pub mod fault;
 pub mod host;
 pub mod importer;
 pub mod initramfs;

@@ -245,3 +245,181 @@ pub struct SelftestBreakageRun {
     /// The boot (its `problems` include the expected failures).
     pub run: SelftestKernelRun,
 }
+
+/// `kernel-lab fault-sweep --report`: the fault sweep of one kernel
+/// against kmod-shim (`crate::fault`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultSweepReport {
+    /// `uname -r` in the guest.
+    pub kernel: String,
+    /// The package or lab build.
+    pub kernel_package: String,
+    /// Which lab build (decides kmod-shim's fidelity).
+    pub variant: crate::fault::Variant,
+    /// `Kernel` or `Fixed`.
+    pub shim_fidelity: String,
+    /// `fault injection unavailable: ...`, or `ran`.
+    pub verdict: String,
+    /// Failing rounds per point.
+    pub repeats: u32,
+    /// `crate::fault::source_hash()` of the override module.
+    pub module_hash: String,
+    /// The guest's kernel command line.
+    pub cmdline: String,
+    /// Seconds to resolve the kernel and build modules, guest, initramfs.
+    pub prepare_seconds: f64,
+    /// Seconds from QEMU's start to its exit.
+    pub boot_seconds: f64,
+    /// Seconds of the whole run.
+    pub wall_seconds: f64,
+    /// Per operation.
+    pub ops: Vec<FaultOpResult>,
+    /// The kprobe overrides.
+    pub overrides: Vec<OverrideResult>,
+    /// Defects 2, 3 and 4.
+    pub defects: Vec<DefectVerdict>,
+    /// Every sanitizer line of the run.
+    pub sanitizer: Vec<crate::fault::SanitizerLine>,
+    /// `/sys/kernel/debug/kmemleak` after the final scans.
+    pub kmemleak: Vec<String>,
+    /// Its objects grouped by size and backtrace, attributed.
+    pub kmemleak_groups: Vec<KmemleakGroup>,
+    /// What did not run, and why.
+    pub notes: Vec<String>,
+    /// Points, overrides and verdicts that fail the run.
+    pub failures: usize,
+    /// The guest's own report, for anything the summary leaves out.
+    pub guest: Option<crate::fault::FaultGuestReport>,
+}
+
+/// One operation of the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultOpResult {
+    /// The operation.
+    pub op: String,
+    /// Its answer without a fault.
+    pub baseline_err: String,
+    /// kmod-shim's answer without a fault.
+    pub shim_baseline_err: Option<String>,
+    /// When the operation fails without a fault: the IOVA verdict of that
+    /// failure, repeated.
+    pub baseline_iova_verdict: Option<String>,
+    /// The probe after each of those rounds.
+    pub baseline_probes: Vec<String>,
+    /// Whether kmod-shim leaks IOVA space in that failure.
+    pub baseline_shim_iova_leak: Option<bool>,
+    /// Kernel and kmod-shim agree on it (`None`: undecided or not run).
+    pub baseline_agree: Option<bool>,
+    /// The clean probe before the sweep.
+    pub baseline_iova: Option<String>,
+    /// N tried.
+    pub tried: usize,
+    /// N that fired.
+    pub fired: usize,
+    /// N that fired and made the operation fail.
+    pub failed: usize,
+    /// Why the sweep ended early.
+    pub note: Option<String>,
+    /// Every N that fired.
+    pub points: Vec<FaultPointResult>,
+}
+
+/// One fail-nth point: the kernel's answer and kmod-shim's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultPointResult {
+    /// fail-nth's N.
+    pub n: u32,
+    /// It fired.
+    pub fired: bool,
+    /// The kernel call it failed (`crate::fault::KernelSite`).
+    pub site: String,
+    /// `failslab` or `fail_page_alloc`, when a stack was printed.
+    pub injector: Option<String>,
+    /// The fault-injection stack, innermost first.
+    pub stack: Vec<String>,
+    /// The kernel's answer.
+    pub kernel_err: String,
+    /// The IOVA verdict from the repeats (maps that failed).
+    pub kernel_iova: Option<String>,
+    /// The probe after each repeat.
+    pub repeat_probes: Vec<String>,
+    /// Sanitizer lines of the attempt.
+    pub sanitizer: Vec<String>,
+    /// kmod-shim's answer for the same point.
+    pub shim_err: Option<String>,
+    /// Whether kmod-shim leaks IOVA space there.
+    pub shim_iova_leak: Option<bool>,
+    /// kmod-shim's anomalies and invariant violations there.
+    pub shim_violations: Vec<String>,
+    /// `None` when kmod-shim has no such point.
+    pub agree: Option<bool>,
+    /// Why not, and anything odd.
+    pub notes: Vec<String>,
+}
+
+/// One kprobe override: the kernel's rounds and kmod-shim's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverrideResult {
+    /// Which (`crate::fault::OverrideKind`).
+    pub kind: String,
+    /// Rounds.
+    pub rounds: usize,
+    /// The module's `fired`.
+    pub fired: u32,
+    /// Each round's answer.
+    pub kernel_errs: Vec<String>,
+    /// The probe before the rounds.
+    pub before: Option<String>,
+    /// The probe after each round.
+    pub probes: Vec<String>,
+    /// The IOVA verdict.
+    pub kernel_iova: String,
+    /// Sanitizer lines of the rounds.
+    pub sanitizer: Vec<String>,
+    /// The first round's sanitizer and call-trace lines.
+    pub trace: Vec<String>,
+    /// kmod-shim's answer.
+    pub shim_err: Option<String>,
+    /// Whether kmod-shim leaks IOVA space.
+    pub shim_iova_leak: Option<bool>,
+    /// kmod-shim's zero-length unmaps.
+    pub shim_spurious_unmaps: Option<u64>,
+    /// Agreement (`None`: the shim could not run it).
+    pub agree: Option<bool>,
+    /// Why not.
+    pub notes: Vec<String>,
+}
+
+/// A defect's verdict on this kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefectVerdict {
+    /// Its number (kmod-shim's `DEFECTS`).
+    pub defect: u8,
+    /// What it is.
+    pub what: String,
+    /// Whether its symptom showed (`None`: not decided).
+    pub observed: Option<bool>,
+    /// `confirmed on lab-shipped`, `gone on lab-patched`, ...
+    pub verdict: String,
+    /// Present on lab-shipped, absent on lab-patched (or undecided).
+    pub as_expected: bool,
+    /// The evidence.
+    pub trace: Vec<String>,
+}
+
+/// kmemleak's unreferenced objects of one size and backtrace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KmemleakGroup {
+    /// Objects.
+    pub count: usize,
+    /// Bytes each.
+    pub size: u64,
+    /// The kernel call that allocated them (`crate::fault::KernelSite`).
+    pub site: String,
+    /// The backtrace's functions, innermost first (kmemleak's own dropped).
+    pub backtrace: Vec<String>,
+    /// The first object's hex dump.
+    pub first_dump: Vec<String>,
+    /// What kmod-shim's ledger says of the same object.
+    pub shim: Option<String>,
+}
