@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{ConformanceReport, ImporterLabReport, SelftestReport};
+use crate::report::{ConformanceReport, FaultSweepReport, ImporterLabReport, SelftestReport};
 
 /// One part of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,11 +20,13 @@ pub enum Part {
     Importer,
     /// The kselftest of `kernel-patches/0007` (`kernel-lab selftest`).
     Selftest,
+    /// The fault sweep against kmod-shim (`kernel-lab fault-sweep`).
+    Fault,
 }
 
 impl Part {
     /// Every part, in report order.
-    pub const ALL: [Part; 3] = [Part::Conformance, Part::Importer, Part::Selftest];
+    pub const ALL: [Part; 4] = [Part::Conformance, Part::Importer, Part::Selftest, Part::Fault];
 
     /// The part's name in file names and tables.
     pub const fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Part {
             Part::Conformance => "conformance",
             Part::Importer => "importer",
             Part::Selftest => "selftest",
+            Part::Fault => "fault",
         }
     }
 }
@@ -62,6 +65,12 @@ impl PartRun {
             Some(Summary::Conformance(c)) => c.sanitizer.clone(),
             Some(Summary::Importer(i)) => i.sanitizer.iter().map(|(t, l)| format!("{t}: {l}")).collect(),
             Some(Summary::Selftest(t)) => t.kernel_reports.clone(),
+            Some(Summary::Fault(f)) => f
+                .kmemleak
+                .iter()
+                .map(|(n, site)| format!("kmemleak: {n} objects from {site}"))
+                .chain(f.sanitizer.iter().cloned())
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -76,6 +85,43 @@ pub enum Summary {
     Importer(ImporterSummary),
     /// The kselftest.
     Selftest(SelftestSummary),
+    /// The fault sweep.
+    Fault(FaultSummary),
+}
+
+/// The fault sweep on one kernel, in short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultSummary {
+    /// The sweep's verdict (or why fault injection is unavailable).
+    pub verdict: String,
+    /// The kmod-shim mode it was compared with.
+    pub shim_fidelity: String,
+    /// Failure points that fired, over every operation.
+    pub points: usize,
+    /// Per defect: (id, verdict, as expected).
+    pub defects: Vec<(u8, String, bool)>,
+    /// kmemleak: (objects, what allocated them).
+    pub kmemleak: Vec<(usize, String)>,
+    /// Sanitizer lines other than kmemleak's.
+    pub sanitizer: Vec<String>,
+    /// Mismatches that fail the sweep.
+    pub failures: usize,
+}
+
+impl FaultSummary {
+    /// The summary of a fault-sweep report.
+    pub fn of(r: &FaultSweepReport) -> Self {
+        let kmemleak_line = |l: &str| l.contains("unreferenced object") || l.starts_with("kmemleak:");
+        Self {
+            verdict: r.verdict.clone(),
+            shim_fidelity: r.shim_fidelity.clone(),
+            points: r.ops.iter().map(|o| o.points.len()).sum(),
+            defects: r.defects.iter().map(|d| (d.defect, d.verdict.clone(), d.as_expected)).collect(),
+            kmemleak: r.kmemleak_groups.iter().map(|g| (g.count, g.site.clone())).collect(),
+            sanitizer: r.sanitizer.iter().map(|l| l.line.clone()).filter(|l| !kmemleak_line(l)).collect(),
+            failures: r.failures,
+        }
+    }
 }
 
 /// The kselftest on one kernel, in short.
@@ -293,6 +339,21 @@ impl MatrixReport {
                     Some(e) => format!("{}: feature absent (probe: {e})", c.release),
                     None => format!("{}: {} cases, {} disagreements", c.release, c.cases, c.disagreements),
                 },
+                Some(Summary::Fault(f)) => {
+                    let defects: Vec<String> = f
+                        .defects
+                        .iter()
+                        .map(|(id, v, ok)| format!("{id}: {v}{}", if *ok { "" } else { " (UNEXPECTED)" }))
+                        .collect();
+                    format!(
+                        "{}; {} points; defects {}; {} mismatches (shim {})",
+                        f.verdict,
+                        f.points,
+                        if defects.is_empty() { "-".to_string() } else { defects.join("; ") },
+                        f.failures,
+                        f.shim_fidelity
+                    )
+                }
                 Some(Summary::Selftest(t)) => {
                     let devices: Vec<String> =
                         t.devices.iter().map(|(d, p, f, s)| format!("{d} {p} pass / {f} fail / {s} skip")).collect();

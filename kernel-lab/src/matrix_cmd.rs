@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use kernel_lab::host::{self, progress, LabError};
 use kernel_lab::lab_kernel::{self, LabVariant};
-use kernel_lab::matrix::{ConformanceSummary, ImporterSummary, MatrixReport, Part, PartRun, SelftestSummary, Summary};
-use kernel_lab::report::{ConformanceReport, ImporterLabReport, SelftestReport};
+use kernel_lab::matrix::{
+    ConformanceSummary, FaultSummary, ImporterSummary, MatrixReport, Part, PartRun, SelftestSummary, Summary,
+};
+use kernel_lab::report::{ConformanceReport, FaultSweepReport, ImporterLabReport, SelftestReport};
 
 #[derive(clap::Args, Debug)]
 pub struct MatrixArgs {
@@ -67,6 +69,7 @@ fn part_run(out: &Path, kernel: &str, part: Part, args: Vec<String>) -> Result<P
         }
         Part::Importer => read::<ImporterLabReport>(&report).map(|r| Summary::Importer(ImporterSummary::of(&r))),
         Part::Selftest => read::<SelftestReport>(&report).map(|r| Summary::Selftest(SelftestSummary::of(&r))),
+        Part::Fault => read::<FaultSweepReport>(&report).map(|r| Summary::Fault(FaultSummary::of(&r))),
     };
     Ok(PartRun {
         kernel: kernel.to_string(),
@@ -131,10 +134,32 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
             Part::Importer,
             vec!["importer".into(), "--kernel".into(), k.clone(), "--topology".into(), topology.clone()],
         )?);
+        let mut fault = vec!["fault-sweep".into(), "--kernel".into(), k.clone()];
+        if a.quick {
+            fault.push("--quick".into());
+        }
+        runs.extend(run_part(Part::Fault, fault)?);
+    }
+    let mut kernels = a.kernels.clone();
+    if let Some(prev) = &previous {
+        for r in &prev.runs {
+            if !a.kernels.contains(&r.kernel) {
+                runs.push(r.clone());
+            }
+        }
+        kernels = prev.kernels.clone();
+        for k in &a.kernels {
+            if !kernels.contains(k) {
+                kernels.push(k.clone());
+            }
+        }
+        runs.sort_by_key(|r| {
+            (kernels.iter().position(|k| *k == r.kernel), Part::ALL.iter().position(|p| *p == r.part))
+        });
     }
     let report = MatrixReport {
         date: kernel_lab::conformance::corpus::utc_now(),
-        kernels: a.kernels.clone(),
+        kernels,
         lab_builds,
         runs,
         wall_seconds: t0.elapsed().as_secs_f64(),
