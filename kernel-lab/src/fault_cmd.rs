@@ -176,6 +176,7 @@ pub fn run(a: &FaultArgs) -> Result<u64, LabError> {
         report.ops = ops;
         report.overrides = overrides;
         report.defects = defects;
+        report.defects.push(fault::sg_table_verdict(&report.kmemleak_groups, variant));
         report.failures = fault::failures(&report);
     }
     report.guest = Some(guest);

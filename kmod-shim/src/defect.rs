@@ -41,6 +41,17 @@ pub enum LabTrace {
         /// Pages the probe IOVA moved down over the run.
         pages: u32,
     },
+    /// kmemleak reports unreferenced objects after a scan.
+    Kmemleak {
+        /// Objects reported.
+        objects: u32,
+        /// Bytes each.
+        size: u32,
+        /// The kernel call that allocated them.
+        from: &'static str,
+        /// Map/unmap cycles of the run.
+        cycles: u32,
+    },
     /// A `CONFIG_DMA_API_DEBUG` report in the kernel log.
     DmaApiDebug {
         /// The report's text.
@@ -68,6 +79,11 @@ impl fmt::Display for LabTrace {
                 write!(f, "under iommu.strict=1 the next map's IOVA is {pages} pages lower after {failures} failures")
             }
             LabTrace::DmaApiDebug { report, from } => write!(f, "DMA-API debug: \"{report}\" from `{from}`"),
+            LabTrace::Kmemleak { objects, size, from, cycles } => write!(
+                f,
+                "a kmemleak scan reports {objects} unreferenced {size}-byte objects from `{from}` after about \
+                 {cycles} map/unmap cycles"
+            ),
         }
     }
 }
@@ -204,7 +220,7 @@ const CURRENT: &str = "7.2.13 and 7.3.4 (whose dma-buf-mapping.c is byte-identic
 const LAB_BUILD: &str = "7.2.13-nrlab";
 
 /// The same build with the series.
-const LAB_PATCHED: &str = "7.2.13-nrlab with kernel-patches/0001-0004";
+const LAB_PATCHED: &str = "7.2.13-nrlab with kernel-patches/";
 
 /// Builds [`DEFECTS`] and its documentation from one list, so the rendered
 /// docs cannot drift from the data.
@@ -407,6 +423,40 @@ defects! {
             subject: "vfio/pci: Fix double free in dma-buf feature",
             cve: "CVE-2026-31468",
             lab: "an EMFILE run on Debian 7.2.13 answered EMFILE with no kernel report (kernel-lab/FINDINGS.md F6)",
+        },
+    },
+    {
+        id: 6,
+        title: "The sg table of every mapping is never freed",
+        c_function: "dma_buf_free_sgt()",
+        c_file: "drivers/dma-buf/dma-buf-mapping.c",
+        faithful: "`dma_buf_phys_vec_to_sgt()` sets `dma->sgt.orig_nents = 0` before returning (no CPU list), \
+                   and `dma_buf_free_sgt()` passes the table to `sg_free_table()`, which frees `orig_nents` \
+                   entries: none. Every map/unmap cycle leaks the scatterlist array, on every P2P path \
+                   (counted in `Events::sg_table_leaks`).",
+        fixed: "`dma_buf_free_sgt()` sets `orig_nents` back to `nents` (what `sg_alloc_table()` allocated) \
+                before `sg_free_table()` (`kernel-patches/0008`).",
+        evidence: ["tests/faults.rs::kernel_mode_leaks_the_sg_table_of_every_mapping"],
+        fidelity: Fidelity::Kernel,
+        faithful_models: CURRENT,
+        source: [
+            ("7.2.13", "drivers/dma-buf/dma-buf-mapping.c:197 (orig_nents = 0), :263 (sg_free_table())"),
+            ("7.3.4", "drivers/dma-buf/dma-buf-mapping.c:197, :263 (file identical to 7.2.13)"),
+        ],
+        patch: Some("0008-dma-buf-free-the-sg-table-of-a-mapping-in-dma_buf_fr.patch"),
+        status: DefectStatus::Confirmed {
+            kernels: &[LAB_BUILD],
+            injection: Injection::None,
+            trace: LabTrace::Kmemleak {
+                objects: 287,
+                size: 32,
+                from: "sg_alloc_table() <- dma_buf_phys_vec_to_sgt() <- vfio_pci_dma_buf_map()",
+                cycles: 300,
+            },
+            patched: LAB_PATCHED,
+            gone_on_patched: true,
+            patched_trace: "the same fault sweep's kmemleak scan reports no object (with 0001-0007 only: 280)",
+            finding: "F9",
         },
     },
 }

@@ -47,7 +47,7 @@
 //! (7.2.13), its error paths and its one broken data path included;
 //! Debian's 7.3.4 has byte-identical `dma-buf-mapping.c` and
 //! `vfio_pci_dmabuf.c`, so it is 7.3.4 as well for everything modelled.
-//! [`Fidelity::Fixed`] (the default) is what `kernel-patches/0001-0004`
+//! [`Fidelity::Fixed`] (the default) is what `kernel-patches/` (0001-0004, 0008)
 //! make of that code, the alternative proposed for the RFC.
 //! [`Fidelity::KernelPre70Rc6`] adds the one behaviour of the 6.19 to
 //! 7.0-rc5 trees 7.2.13 no longer has, defect 5. The differences are

@@ -165,6 +165,9 @@ pub struct Events {
     pub revoke_waits: u64,
     /// Zero-length `dma_unmap_phys()` calls of the kernel-faithful unwind.
     pub spurious_unmaps: u64,
+    /// Scatterlist arrays `dma_buf_free_sgt()` did not free (defect 6, the
+    /// kernel-faithful mode): one per unmapped mapping.
+    pub sg_table_leaks: u64,
     /// `dma_iova_destroy()` calls with fewer bytes linked than the span
     /// holds (a link failed at range `i > 0`): where 7.2.13 hands the IOVA
     /// back with the linked size and 7.3.4 with the span's.

@@ -393,8 +393,15 @@ fn kmemleak_objects_are_grouped_attributed_and_checked_against_the_ledger() {
     assert_eq!(g.len(), 1);
     assert_eq!((g[0].count, g[0].size, g[0].site.as_str()), (2, 32, "sg_alloc_table()"));
     assert_eq!(g[0].backtrace[0], "__kmalloc_noprof");
-    // The model frees the sg table on unmap: the kernel's leak is a finding.
+    // The fixed mode (kernel-patches/0008) frees the sg table on unmap: a
+    // leak on the patched kernel is a finding.
     assert!(g[0].shim.as_deref().unwrap().starts_with("kmod-shim frees dma->sgt"), "{:?}", g[0].shim);
+    assert_eq!(sg_table_verdict(&g, Variant::Patched).verdict, "STILL PRESENT on lab-patched");
+    // The kernel-faithful mode leaks it, as 7.2.13 does (defect 6).
+    let g = kmemleak_groups(&lines(KMEMLEAK), Some(&ivshmem()), Variant::Shipped);
+    assert!(g[0].shim.as_deref().unwrap().starts_with("kmod-shim leaks dma->sgt"), "{:?}", g[0].shim);
+    assert_eq!(sg_table_verdict(&g, Variant::Shipped).verdict, "confirmed on lab-shipped");
+    assert_eq!(sg_table_verdict(&[], Variant::Patched).verdict, "gone on lab-patched");
 }
 
 #[test]
