@@ -253,10 +253,11 @@ fn markdown(r: &FaultSweepReport) -> String {
                 "the unfaulted failure, repeated: kernel {v} (probes {}); kmod-shim IOVA leak {:?}; agree: {}\n",
                 o.baseline_probes.join(" "),
                 o.baseline_shim_iova_leak,
-                match o.baseline_agree {
-                    None => "undecided",
-                    Some(true) => "yes",
-                    Some(false) => "**NO**",
+                match (o.baseline_agree, &o.baseline_explained) {
+                    (None, _) => "undecided".to_string(),
+                    (Some(true), _) => "yes".to_string(),
+                    (Some(false), Some(why)) => format!("no, explained ({why})"),
+                    (Some(false), None) => "**NO**".to_string(),
                 }
             );
         }

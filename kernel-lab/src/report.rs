@@ -310,6 +310,10 @@ pub struct FaultOpResult {
     pub baseline_shim_iova_leak: Option<bool>,
     /// Kernel and kmod-shim agree on it (`None`: undecided or not run).
     pub baseline_agree: Option<bool>,
+    /// For a disagreement FINDINGS.md explains: its id and gist (it then
+    /// does not fail the sweep).
+    #[serde(default)]
+    pub baseline_explained: Option<String>,
     /// The clean probe before the sweep.
     pub baseline_iova: Option<String>,
     /// N tried.
