@@ -1041,7 +1041,7 @@ pub fn compare(
             baseline_explained: (base_agree == Some(false)
                 && sweep.baseline_err == -validator::Errno::EADDRINUSE.code()
                 && base_shim_leak == Some(false))
-                .then(|| "F10: 7.2.13's dma_iova_destroy() frees the linked bytes, not the span".to_string()),
+            .then(|| "F10: 7.2.13's dma_iova_destroy() frees the linked bytes, not the span".to_string()),
             baseline_iova: sweep.baseline_iova.map(|a| format!("{a:#x}")),
             tried: sweep.points.len(),
             fired: sweep.points.iter().filter(|p| p.fired).count(),

@@ -52,10 +52,7 @@ fn part_run(out: &Path, kernel: &str, part: Part, args: Vec<String>) -> Result<P
     let exe = std::env::current_exe().map_err(|e| LabError::Io(format!("current_exe: {e}")))?;
     // A rebuild while the matrix runs replaces the binary, and Linux then
     // names the running one "<path> (deleted)": run the new one.
-    let exe = exe
-        .to_str()
-        .and_then(|p| p.strip_suffix(" (deleted)"))
-        .map_or(exe.clone(), std::path::PathBuf::from);
+    let exe = exe.to_str().and_then(|p| p.strip_suffix(" (deleted)")).map_or(exe.clone(), std::path::PathBuf::from);
     progress(format!("matrix: {} on {kernel} (log: {})", part.name(), log.display()));
     let f = std::fs::File::create(&log).map_err(|e| LabError::Io(format!("create {}: {e}", log.display())))?;
     let f2 = f.try_clone().map_err(|e| LabError::Io(format!("log: {e}")))?;

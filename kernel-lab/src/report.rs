@@ -52,11 +52,11 @@ pub struct ConformanceReport {
     pub scenario_facts: Vec<Fact>,
     /// Set when the kernel does not offer `VFIO_DEVICE_FEATURE_DMA_BUF`
     /// (its probe's errno, e.g. ENOTTY on 6.12): then no case ran.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_absent: Option<String>,
     /// The kernel's sanitizer report lines at the end of the run
     /// ([`crate::sanitizer`]); empty when clean.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sanitizer: Vec<String>,
 }
 

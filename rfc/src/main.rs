@@ -482,12 +482,48 @@ fn lab_matrix_md(root: &std::path::Path) -> String {
                         i.unexplained
                     )
                 }
+                Some(other) => lab_cell(other),
             };
             md.push_str(&format!(" {cell} |"));
         }
         md.push('\n');
     }
     md
+}
+
+/// A selftest or fault-sweep cell of the lab matrix table.
+fn lab_cell(s: &kernel_lab::matrix::Summary) -> String {
+    use kernel_lab::matrix::Summary;
+    match s {
+        Summary::Selftest(t) => {
+            let (p, f, k) = t.devices.iter().fold((0, 0, 0), |(a, b, c), d| (a + d.1, b + d.2, c + d.3));
+            let caught = t.breakages.iter().filter(|b| b.1).count();
+            let breakages = if t.breakages.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {caught} of {} deliberate breakages caught by the test named after the rule",
+                    t.breakages.len()
+                )
+            };
+            format!("feature {}: {p} pass, {f} fail, {k} skip{breakages}", t.feature)
+        }
+        Summary::Fault(f) => {
+            let defects: Vec<String> = f.defects.iter().map(|(id, v, _)| format!("{id} {v}")).collect();
+            let leaks: usize = f.kmemleak.iter().map(|k| k.0).sum();
+            if defects.is_empty() {
+                f.verdict.clone()
+            } else {
+                format!(
+                    "defects {}; kmemleak {leaks} objects; {} other sanitizer lines; {} unexplained",
+                    defects.join(", "),
+                    f.sanitizer.len(),
+                    f.failures
+                )
+            }
+        }
+        Summary::Conformance(_) | Summary::Importer(_) => String::new(),
+    }
 }
 
 fn defects_md(f: &report::Findings) -> String {
@@ -514,6 +550,25 @@ fn defects_section(kernel_iova_failures: usize, multi_range_needed: usize) -> St
              debugging; the IOVA leaks decided under `iommu.strict=1`) and gone on the same build with the patch \
              series in `kernel-patches/` (FINDINGS F7). ",
             lab_build.join(", ")
+        ));
+    }
+    let by_kmemleak: Vec<String> = DEFECTS
+        .iter()
+        .filter_map(|d| match d.status {
+            DefectStatus::Confirmed {
+                trace: kmod_shim::LabTrace::Kmemleak { .. },
+                gone_on_patched: true,
+                finding,
+                ..
+            } => Some(format!("{} ({finding})", d.id)),
+            _ => None,
+        })
+        .collect();
+    if !by_kmemleak.is_empty() {
+        error_paths.push_str(&format!(
+            "Defect {} needs no fault and no second range: the lab found it, a kmemleak scan on the lab build \
+             reporting one leaked scatterlist per map/unmap cycle, and it is gone with the series. ",
+            by_kmemleak.join(", ")
         ));
     }
     if !unconfirmed.is_empty() {
@@ -575,6 +630,7 @@ mod tests {
         }
         assert!(s.contains("Defects 2, 3, 4 are error paths Debian's kernels cannot inject faults into"), "{s}");
         assert!(s.contains("Defect 5 is fixed upstream"), "{s}");
+        assert!(s.contains("Defect 6 (F9) needs no fault"), "{s}");
         assert!(s.contains("fixed upstream in v7.0-rc6 (commit e98137f0a874"), "{s}");
     }
 }

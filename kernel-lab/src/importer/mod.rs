@@ -289,7 +289,7 @@ pub struct ImporterReport {
     /// Kernel log lines about p2pdma, DMAR faults and the fixture.
     pub dmesg: Vec<String>,
     /// Sanitizer report lines at the end of the run ([`crate::sanitizer`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sanitizer: Vec<String>,
     /// Per shape.
     pub shapes: Vec<ShapeResult>,
