@@ -23,6 +23,7 @@
 //! - [`report`]: the `--report` JSON of both labs, one schema, read back
 //!   by the RFC generator.
 
+pub mod buddy;
 pub mod conformance;
 pub mod debian;
 pub mod host;

@@ -13,8 +13,14 @@
 //! | [`Buddy::free_block`] | `drm_buddy_free_block()` → `__drm_buddy_free()` |
 //!
 //! Simplifications: a free block of the wanted order is taken at the lowest
-//! offset (drm_buddy takes one end of a free list; the model's choice is
-//! deterministic and history-independent); no clear/dirty tracking, no
+//! offset and split keeping the lower half ([`Placement::LowestFirst`], the
+//! RFC's numbers); the kernel's `gpu_buddy` takes the highest free block
+//! (`rb_last()` of the order's tree) and keeps the upper half
+//! (`block->right`), which [`Placement::HighestFirst`] reproduces: with
+//! canonical free sets the two are mirror images of each other, so every
+//! allocation succeeds or fails alike and each block list is the other's
+//! mirror (measured block for block on the kernel: `real_buddy`). No
+//! clear/dirty tracking, no
 //! range or top-down allocation; a contiguous request is one block of the
 //! size rounded up to a power of two (`DRM_BUDDY_CONTIGUOUS_ALLOCATION` →
 //! `roundup_pow_of_two()`), without the later kernels' fallback
@@ -52,6 +58,18 @@ impl Chunk {
     pub const fn shift(self) -> u32 {
         self.bytes().trailing_zeros()
     }
+}
+
+/// Which free block an allocation takes, and which half of a split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Placement {
+    /// The lowest free block of the order, the lower half of each split
+    /// (the model as the RFC's sweep runs it).
+    #[default]
+    LowestFirst,
+    /// The highest free block, the upper half of each split: `gpu_buddy`'s
+    /// `alloc_from_freetree()` (`rbtree_last_free_block()`, `block->right`).
+    HighestFirst,
 }
 
 /// One block: `chunk << order` bytes at `offset` (a multiple of its size).
@@ -109,6 +127,7 @@ impl std::error::Error for BuddyError {}
 #[derive(Debug, Clone)]
 pub struct Buddy {
     chunk: Chunk,
+    placement: Placement,
     size: u64,
     max_order: u32,
     /// Free block offsets, per order (`mm->free_list[order]`).
@@ -127,7 +146,18 @@ impl Buddy {
         let max_order = (size >> chunk.shift()).trailing_zeros();
         let mut free = vec![BTreeSet::new(); max_order as usize + 1];
         free[max_order as usize].insert(0);
-        Ok(Self { chunk, size, max_order, free, allocated: BTreeMap::new(), free_bytes: size })
+        let placement = Placement::LowestFirst;
+        Ok(Self { chunk, placement, size, max_order, free, allocated: BTreeMap::new(), free_bytes: size })
+    }
+
+    /// [`Buddy::new`] with another [`Placement`].
+    pub fn with_placement(size: u64, chunk: Chunk, placement: Placement) -> Result<Self, BuddyError> {
+        Buddy::new(size, chunk).map(|b| Self { placement, ..b })
+    }
+
+    /// The placement.
+    pub fn placement(&self) -> Placement {
+        self.placement
     }
 
     /// The minimum chunk.
@@ -174,11 +204,22 @@ impl Buddy {
             return Err(nospace);
         }
         let from = (order..=self.max_order).find(|&o| !self.free[o as usize].is_empty()).ok_or(nospace)?;
-        let offset = self.free[from as usize].pop_first().expect("non-empty");
+        let mut offset = match self.placement {
+            Placement::LowestFirst => self.free[from as usize].pop_first(),
+            Placement::HighestFirst => self.free[from as usize].pop_last(),
+        }
+        .expect("non-empty");
         for o in (order..from).rev() {
-            // The upper half of each split stays free, one order down.
+            // The other half of each split stays free, one order down.
             let half = self.block_bytes(o);
-            self.free[o as usize].insert(offset + half);
+            match self.placement {
+                Placement::LowestFirst => self.free[o as usize].insert(offset + half),
+                Placement::HighestFirst => {
+                    self.free[o as usize].insert(offset);
+                    offset += half;
+                    true
+                }
+            };
         }
         self.allocated.insert(offset, order);
         self.free_bytes -= self.block_bytes(order);
@@ -364,6 +405,39 @@ mod tests {
         b.check().unwrap();
         assert_eq!(b.free_bytes(), 64 << 20);
         assert_eq!(b.largest_free_order(), Some(14));
+    }
+
+    #[test]
+    fn highest_first_is_the_mirror_of_lowest_first() {
+        let mut rng = Rng::new(11);
+        let mut lo = Buddy::new(16 << 20, Chunk::K4).unwrap();
+        let mut hi = Buddy::with_placement(16 << 20, Chunk::K4, Placement::HighestFirst).unwrap();
+        let mirror = |b: &Buddy, x: &Block| (b.size() - x.offset - b.block_bytes(x.order), x.order);
+        let mut live: Vec<(Vec<Block>, Vec<Block>)> = Vec::new();
+        for _ in 0..2000 {
+            if rng.below(3) != 0 {
+                let (len, contiguous) = (1 + rng.below(1 << 20), rng.below(4) == 0);
+                match (lo.alloc(len, contiguous), hi.alloc(len, contiguous)) {
+                    (Ok(a), Ok(b)) => {
+                        let m: Vec<_> = a.iter().map(|x| mirror(&lo, x)).collect();
+                        assert_eq!(m, b.iter().map(|x| (x.offset, x.order)).collect::<Vec<_>>());
+                        live.push((a, b));
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b),
+                    (a, b) => panic!("outcomes differ: {a:?} vs {b:?}"),
+                }
+            } else if !live.is_empty() {
+                let (a, b) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                lo.free_blocks(&a).unwrap();
+                hi.free_blocks(&b).unwrap();
+            }
+            assert_eq!(lo.free_counts(), hi.free_counts());
+        }
+        hi.check().unwrap();
+        // A fresh root hands out its top first, the upper half of each split.
+        let mut f = Buddy::with_placement(1 << 20, Chunk::K4, Placement::HighestFirst).unwrap();
+        let v = f.alloc(3 << 12, false).unwrap();
+        assert_eq!(v, vec![Block { offset: 0xfe000, order: 1 }, Block { offset: 0xfd000, order: 0 }]);
     }
 
     #[test]

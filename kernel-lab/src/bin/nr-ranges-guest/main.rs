@@ -34,6 +34,7 @@ use uapi::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE1V2_IOMMU};
 pub(crate) type GResult<T> = Result<T, String>;
 
 mod batch;
+mod buddy_mode;
 mod importer_mode;
 mod scenarios;
 mod stream;
@@ -52,6 +53,9 @@ fn main() {
     }
     report.kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w == "nrlab.mode=buddy") {
+        return buddy_mode::main(report.kernel);
+    }
     if cmdline.split_whitespace().any(|w| w == "nrlab.mode=importer") {
         let mut rep = kernel_lab::importer::ImporterReport { kernel: report.kernel.clone(), ..Default::default() };
         if let Err(e) = importer_mode::run(&mut rep) {
