@@ -130,8 +130,11 @@ mod tests {
         assert_eq!(size_of::<NrlabBuddyBlock>(), 16);
         assert_eq!(size_of::<NrlabBuddyBlocks>(), 24);
         assert_eq!(size_of::<NrlabBuddyStats>(), 32 + 8 * 64);
-        // _IOWR(0xb5, 2, 24): dir 3 << 30 | size 24 << 16 | 0xb5 << 8 | 2.
+        // As gcc computes them from nrlab_buddy.h: _IOWR(0xb5, nr, size) =
+        // 3 << 30 | size << 16 | 0xb5 << 8 | nr.
+        assert_eq!(NRLAB_BUDDY_INIT, 0xc018_b501);
         assert_eq!(NRLAB_BUDDY_BATCH, 0xc018_b502);
+        assert_eq!(NRLAB_BUDDY_BLOCKS, 0xc018_b503);
         assert_eq!(NRLAB_BUDDY_STATS, 0xc220_b504);
     }
 }

@@ -110,6 +110,8 @@ pub(crate) fn run(rep: &mut GuestReport) -> GResult<()> {
             r.error = Some(e);
         }
         r.seconds = t.elapsed().as_secs_f64();
+        // Progress on the console: a long sweep's only sign of life.
+        println!("nr-ranges-guest: buddy plan {}/{}: {} ops in {:.1} s", i + 1, plans.len(), p.ops.len(), r.seconds);
         rep.runs.push(r);
     }
     Ok(())
