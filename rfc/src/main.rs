@@ -60,7 +60,8 @@ struct Args {
     /// Only the real-allocator comparison: the sweep (reduced with --quick)
     /// recorded as traces, replayed on the kernel's gpu_buddy by `kernel-lab
     /// buddy`, compared with the model; writes real-buddy.{md,svg,json} to
-    /// --out or rfc/evidence/ (rfc/src/real_buddy.rs).
+    /// --out, else rfc/evidence/ (target/rfc-quick/ with --quick)
+    /// (rfc/src/real_buddy.rs).
     #[arg(long)]
     real_allocator: bool,
     /// Lab kernel for --real-allocator.
@@ -107,7 +108,9 @@ fn run_real_allocator(args: &Args) -> Result<(), Error> {
     let root = workspace_root();
     let mut cfg = if args.quick { SweepConfig::quick(args.seed) } else { SweepConfig::full(args.seed) };
     cfg.trials = args.real_trials.unwrap_or(cfg.trials);
-    let out = args.out.clone().unwrap_or_else(|| root.join("rfc/evidence"));
+    // As for the sweep: --quick never touches the committed evidence.
+    let out =
+        args.out.clone().unwrap_or_else(|| root.join(if args.quick { "target/rfc-quick" } else { "rfc/evidence" }));
     // One scratch directory per sweep size, so reports of different sweeps never mix.
     let work = root.join(format!("target/real-buddy/{}-t{}", if args.quick { "quick" } else { "full" }, cfg.trials));
     let command = format!(

@@ -61,8 +61,8 @@ pub struct ModelRun {
     pub free_bytes: u64,
     /// The framebuffers.
     pub fbs: Vec<ModelFb>,
-    /// The framebuffers on the model with the kernel's placement
-    /// ([`Placement::HighestFirst`]), same ops.
+    /// The framebuffers on the model as gpu_buddy ([`Placement::HighestFirst`]
+    /// and [`Buddy::with_contig_try_harder`]), same ops.
     pub fbs_kernel_placement: Vec<ModelFb>,
     /// Whether the kernel-placement model produced the same trace (it
     /// must: the two placements are mirror images).
@@ -104,6 +104,10 @@ fn placed_run(
     let permille = (target * 1000.0).round() as u64;
     let mut rng = Rng::for_cell(cfg.seed, &[bar, chunk.bytes(), permille, trial as u64]);
     let mut buddy = Buddy::with_placement(bar, chunk, placement)?;
+    if placement == Placement::HighestFirst {
+        // The model as gpu_buddy: its placement and its contiguous fallback.
+        buddy = buddy.with_contig_try_harder();
+    }
     let mut trace = String::new();
     let mut ids: BTreeMap<u64, u64> = BTreeMap::new();
     let (mut next, mut ops) = (0u64, 0usize);
@@ -260,10 +264,13 @@ pub struct Row {
     /// Trials whose pressure part left the same state in both (the same
     /// allocations refused, the same free blocks per order).
     pub same_state: usize,
-    /// Trials where the model with the kernel's placement gave exactly the
-    /// kernel's answer: the same contiguous outcome, the same scattered
-    /// blocks (offset and size, in order).
+    /// Trials where the model as gpu_buddy gave exactly the kernel's
+    /// answer: the same contiguous outcome, the same scattered blocks
+    /// (offset and size, in order).
     pub exact: usize,
+    /// Trials whose contiguous allocation only the kernel managed (the
+    /// RFC's model has no `__alloc_contig_try_harder()`).
+    pub contiguous_real_only: usize,
     /// Contiguous successes: model, real.
     pub contiguous: (usize, usize),
     /// Scattered allocations that did not fit: model, real.
@@ -338,6 +345,7 @@ pub fn compare(model: &[ModelRun], real: &BuddyLabReport, partial: bool) -> Resu
                         trials: 0,
                         same_state: 0,
                         exact: 0,
+                        contiguous_real_only: 0,
                         contiguous: (0, 0),
                         no_room: (0, 0),
                         model_nr: vec![],
@@ -355,6 +363,7 @@ pub fn compare(model: &[ModelRun], real: &BuddyLabReport, partial: bool) -> Resu
             row.contiguous.0 += fb.contiguous as usize;
             let rc = real_object(r, &format!("fbc-{}", fb.resolution)).is_some_and(|o| o.err.is_none());
             row.contiguous.1 += rc as usize;
+            row.contiguous_real_only += (rc && !fb.contiguous) as usize;
             match &fb.scattered {
                 Some(b) => {
                     row.model_nr.push(nr_ranges(b));
@@ -408,8 +417,10 @@ pub struct Totals {
     pub trials: usize,
     /// Of those, with the same VRAM state after the pressure part.
     pub same_state: usize,
-    /// Of those, where the kernel-placement model gave the kernel's answer exactly.
+    /// Of those, where the model as gpu_buddy gave the kernel's answer exactly.
     pub exact: usize,
+    /// Of those, contiguous only on the kernel.
+    pub contiguous_real_only: usize,
     /// Contiguous successes: model, real.
     pub contiguous: (usize, usize),
     /// Cells whose real median `nr_ranges` is above, below the model's.
@@ -426,6 +437,7 @@ pub fn totals(rows: &[Row]) -> Totals {
         trials: rows.iter().map(|r| r.trials).sum(),
         same_state: rows.iter().map(|r| r.same_state).sum(),
         exact: rows.iter().map(|r| r.exact).sum(),
+        contiguous_real_only: rows.iter().map(|r| r.contiguous_real_only).sum(),
         contiguous: (rows.iter().map(|r| r.contiguous.0).sum(), rows.iter().map(|r| r.contiguous.1).sum()),
         real_more: rows.iter().filter(|r| median(&r.real_nr) > median(&r.model_nr)).count(),
         real_fewer: rows.iter().filter(|r| median(&r.real_nr) < median(&r.model_nr)).count(),
@@ -436,7 +448,7 @@ pub fn totals(rows: &[Row]) -> Totals {
 /// The table: one line per cell; `nr_ranges` as median / max.
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| BAR | chunk | occupancy | framebuffer | trials | same VRAM state | kernel placement exact | contiguous model | contiguous real | nr_ranges model (median / max) | nr_ranges model, kernel placement | nr_ranges real | real, address-sorted | blocks model / real (median) |\n\
+        "| BAR | chunk | occupancy | framebuffer | trials | same VRAM state | model as gpu_buddy exact | contiguous model | contiguous real | nr_ranges model (median / max) | nr_ranges model as gpu_buddy | nr_ranges real | real, address-sorted | blocks model / real (median) |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
@@ -470,8 +482,16 @@ pub fn table(rows: &[Row]) -> String {
 /// The evidence page: provenance, totals, the table and `why` (the
 /// explanation of the differences).
 pub fn markdown(rows: &[Row], real: &BuddyLabReport, command: &str, why: &str) -> String {
-    let Totals { trials: t, same_state: same, exact, contiguous: (cm, cr), real_more, real_fewer, cells } =
-        totals(rows);
+    let Totals {
+        trials: t,
+        same_state: same,
+        exact,
+        contiguous_real_only: cro,
+        contiguous: (cm, cr),
+        real_more,
+        real_fewer,
+        cells,
+    } = totals(rows);
     let ops: usize = real.runs.iter().map(|r| r.ops).sum();
     let replay: f64 = real.runs.iter().map(|r| r.guest.seconds).sum();
     let mut s = String::from("# The framebuffer workload on the kernel's own allocator\n\n");
@@ -497,9 +517,11 @@ pub fn markdown(rows: &[Row], real: &BuddyLabReport, command: &str, why: &str) -
         s,
         "- Pressure part: {same} of {t} (run, framebuffer) pairs had the same VRAM state on both \
          (the same allocations refused, the same free bytes, the same free blocks per order).\n\
-         - The model with the kernel's placement (`Placement::HighestFirst`) gave the kernel's answer \
-         exactly (contiguous outcome; scattered blocks, offset and size, in order) in {exact} of {t}.\n\
-         - Contiguous success: model {cm} of {t}, real {cr} of {t}.\n\
+         - The model as gpu_buddy (`Placement::HighestFirst` + `Buddy::with_contig_try_harder`) gave \
+         the kernel's answer exactly (contiguous outcome; scattered blocks, offset and size, in order) \
+         in {exact} of {t}.\n\
+         - Contiguous success: model {cm} of {t}, real {cr} of {t} ({cro} only on the kernel: \
+         `__alloc_contig_try_harder()`).\n\
          - Cells where the real allocator's median `nr_ranges` is above the model's: {real_more} of \
          {cells}; below: {real_fewer}.\n"
     );
@@ -595,7 +617,7 @@ pub fn plot(path: &Path, rows: &[Row]) -> R {
         let kp_col = RGBColor(0, 158, 115);
         let series = [
             (model_col, "model (lowest block first)"),
-            (kp_col, "model, kernel placement (highest first)"),
+            (kp_col, "model as gpu_buddy (highest first, try-harder)"),
             (real_col, "kernel gpu_buddy"),
         ];
         for (k, (col, name)) in series.into_iter().enumerate() {
@@ -702,6 +724,11 @@ pub fn generate(g: &Generate<'_>) -> Result<String, Box<dyn std::error::Error + 
     let real: BuddyLabReport = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", report_path.display()))?;
     let rows = compare(&runs, &real, true)?;
     std::fs::create_dir_all(g.out)?;
+    // The kernel's own answers (every framebuffer's blocks) beside the comparison.
+    let kept = g.out.join("real-buddy-kernel.json");
+    if report_path != kept {
+        std::fs::write(&kept, &text)?;
+    }
     let md = markdown(&rows, &real, g.command, &why(&rows));
     std::fs::write(g.out.join("real-buddy.md"), &md)?;
     let json = serde_json::json!({ "kernel": real.kernel, "kernel_request": real.kernel_request, "rows": rows });
@@ -714,9 +741,19 @@ pub fn generate(g: &Generate<'_>) -> Result<String, Box<dyn std::error::Error + 
 pub fn why(rows: &[Row]) -> String {
     let t = totals(rows);
     format!(
-        "{WHY}\nMeasured here: {} of {} states equal, {} exact with the kernel's placement; contiguous model {}, real {}; \
-         real median `nr_ranges` above the model's in {} of {} cells, below in {}.\n",
-        t.same_state, t.trials, t.exact, t.contiguous.0, t.contiguous.1, t.real_more, t.cells, t.real_fewer
+        "{WHY}\nMeasured here: {} of {} states equal; {} of {} exact for the model as gpu_buddy; contiguous \
+         model {}, real {} ({} only on the kernel, by `__alloc_contig_try_harder()`); real median \
+         `nr_ranges` above the model's in {} of {} cells, below in {}.\n",
+        t.same_state,
+        t.trials,
+        t.exact,
+        t.trials,
+        t.contiguous.0,
+        t.contiguous.1,
+        t.contiguous_real_only,
+        t.real_more,
+        t.cells,
+        t.real_fewer
     )
 }
 
@@ -730,8 +767,8 @@ this workload never frees as cleared, so one free tree and no `__force_merge()`)
 are canonical and the two allocators are mirror images of each other: every allocation succeeds or \
 fails alike, the free blocks per order are equal, and each block list is the other's mirrored \
 (offset -> BAR - offset - size). The model now has the kernel's placement as \
-`Placement::HighestFirst` (rfc/src/buddy.rs); with it the model gives the kernel's answer block for \
-block (the \"kernel placement exact\" column).\n\
+`Placement::HighestFirst` (rfc/src/buddy.rs); with it (and point 3's fallback) the model gives \
+the kernel's answer block for block (the \"model as gpu_buddy exact\" column).\n\
 2. **Why `nr_ranges` still differs.** A dma-buf presents the buffer's pages in order, so adjacent \
 blocks merge only when each follows the previous one upwards. Mirroring turns an ascending run of \
 adjacent blocks into a descending one: what the model merges, the kernel cannot, and the other way \
@@ -741,17 +778,18 @@ model hands out a fresh region's blocks upwards (one range, `fb::tests::a_fresh_
 the kernel downwards (one range per block: 8 for a 4K framebuffer, one per set bit of its 8100 \
 pages). The \"address-sorted\" column shows what sorting would merge; an exporter cannot sort \
 without scrambling the framebuffer.\n\
-3. **Contiguous allocation.** The kernel rounds the size up to a power of two, and on failure \
-tries `__alloc_contig_try_harder()`: a window of exactly the (chunk-rounded) size starting at, or \
-ending next to, a free block of the rounded-down order; on success it trims the rounded-up tail \
-(`gpu_buddy_block_trim()`). The model has neither. Trim changes what stays allocated, not \
-whether the allocation succeeds (the experiment frees the framebuffer at once). Try-harder could \
-only succeed more often; on this sweep it never changed an outcome (contiguous model = real in \
-every trial): a free block of the rounded-down order has a buddy that is not wholly free (else \
-they would have merged), and under this workload's fill the part of it next to the free block is \
-taken too. The model's contiguous rates stand as measured, not only as a lower bound, for this \
-workload; a workload that leaves long free runs across buddy boundaries would need try-harder in \
-the model.\n\
+3. **Contiguous allocation.** The kernel rounds the size up to a power of two, and when no \
+such block is free tries `__alloc_contig_try_harder()`: for each free block of the rounded-down \
+order, highest first, a window of exactly the (chunk-rounded) size starting at it, else one ending \
+where the walk from it stopped; on success it trims the rounded-up tail \
+(`gpu_buddy_block_trim()`). The RFC's model has neither, so its contiguous rate is a lower bound; \
+the trim changes what stays allocated, not whether the allocation succeeds (the experiment frees \
+the framebuffer at once). The fallback is now in the model as `Buddy::with_contig_try_harder` \
+(same walk: it stops at an allocated block or at a split block wholly inside the window, as \
+`__alloc_range()` does); the RFC's sweep keeps the default (no fallback), so its numbers are \
+unchanged. How often it matters is in the numbers below: rarely, because a free block of the \
+rounded-down order never has a wholly free buddy (they would have merged), so the window needs \
+free space that crosses a buddy boundary.\n\
 4. **Left out and irrelevant here**: clear/dirty trees (`GPU_BUDDY_CLEAR_ALLOCATION`), range and \
 top-down allocation, offset-aligned allocation of sizes below `min_block_size` (drivers pass \
 `min_block_size` = chunk for these buffers).\n";
@@ -862,6 +900,7 @@ mod tests {
         assert_eq!(r.kernel_placement_nr, vec![2]);
         let t = totals(&rows);
         assert_eq!((t.trials, t.same_state, t.contiguous, t.real_more, t.real_fewer, t.cells), (1, 1, (0, 1), 1, 0, 1));
+        assert_eq!(t.contiguous_real_only, 1);
         assert!(
             table(&rows).contains(
                 "| 1 GiB | 4 KiB | 90 % | 4K | 1 | 1 | 0 | 0 % | 100 % | 1 / 1 | 2 / 2 | 2 / 2 | 1 / 1 | 2 / 2 |"

@@ -21,7 +21,7 @@ pub const KBUILD: &str = include_str!("../../buddy/Kbuild");
 
 /// The plans one boot carries at most, bytes: the initramfs lives in the
 /// guest's 1 GiB next to the allocator's bookkeeping.
-pub const BOOT_PLAN_BYTES: usize = 96 << 20;
+pub const BOOT_PLAN_BYTES: usize = 48 << 20;
 
 /// FNV-1a, 64 bits, of source, Kbuild and header: the module's cache key.
 pub fn source_hash() -> String {
