@@ -30,6 +30,7 @@
 //!   lab-patched tree and run per kernel, its TAP output read by
 //!   [`selftest::tap`], and the deliberate breakages it must catch.
 
+pub mod buddy;
 pub mod conformance;
 pub mod debian;
 pub mod fault;

@@ -64,6 +64,11 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
+    /// The allocator lab: replays the RFC's pressure traces (a directory with
+    /// manifest.json, written by `rfc --real-allocator`) on the kernel's own
+    /// gpu_buddy through the nrlab_buddy module; writes every framebuffer's
+    /// blocks as JSON. Needs a lab kernel (lab-shipped or lab-patched).
+    Buddy(buddy_cmd::BuddyArgs),
     /// The importer lab: a real dma-buf importer (nrlab_importer on edu)
     /// per QEMU topology, compared with kmod-shim (Fidelity::Kernel).
     Importer(importer_cmd::ImporterArgs),
@@ -150,6 +155,7 @@ enum Sub {
 }
 
 mod fault_cmd;
+mod buddy_cmd;
 mod importer_cmd;
 mod matrix_cmd;
 mod selftest_cmd;
@@ -214,6 +220,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Some(Sub::Buddy(a)) = &args.cmd {
+        return buddy_cmd::exit(buddy_cmd::run(a));
     }
     if let Some(Sub::Importer(a)) = &args.cmd {
         return match importer_cmd::run(a) {

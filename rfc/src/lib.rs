@@ -24,6 +24,7 @@ pub mod lab;
 pub mod plots;
 pub mod pressure;
 pub mod props;
+pub mod real_buddy;
 pub mod report;
 pub mod rng;
 pub mod semantics;

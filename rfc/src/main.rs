@@ -57,6 +57,23 @@ struct Args {
     /// Minimum chunk for --trace: 4 or 64 (KiB).
     #[arg(long, default_value_t = 4)]
     trace_chunk: u32,
+    /// Only the real-allocator comparison: the sweep (reduced with --quick)
+    /// recorded as traces, replayed on the kernel's gpu_buddy by `kernel-lab
+    /// buddy`, compared with the model; writes real-buddy.{md,svg,json} to
+    /// --out, else rfc/evidence/ (target/rfc-quick/ with --quick)
+    /// (rfc/src/real_buddy.rs).
+    #[arg(long)]
+    real_allocator: bool,
+    /// Lab kernel for --real-allocator.
+    #[arg(long, default_value = "lab-patched")]
+    real_kernel: String,
+    /// With --real-allocator: compare with this `kernel-lab buddy` report
+    /// instead of running the lab.
+    #[arg(long)]
+    real_report: Option<PathBuf>,
+    /// With --real-allocator: pressure runs per cell (default: the sweep's).
+    #[arg(long)]
+    real_trials: Option<u32>,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -71,7 +88,13 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, Error> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let r = if args.trace.is_some() { run_trace(&args) } else { run(&args) };
+    let r = if args.real_allocator {
+        run_real_allocator(&args)
+    } else if args.trace.is_some() {
+        run_trace(&args)
+    } else {
+        run(&args)
+    };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -79,6 +102,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_real_allocator(args: &Args) -> Result<(), Error> {
+    let root = workspace_root();
+    let mut cfg = if args.quick { SweepConfig::quick(args.seed) } else { SweepConfig::full(args.seed) };
+    cfg.trials = args.real_trials.unwrap_or(cfg.trials);
+    // As for the sweep: --quick never touches the committed evidence.
+    let out =
+        args.out.clone().unwrap_or_else(|| root.join(if args.quick { "target/rfc-quick" } else { "rfc/evidence" }));
+    // One scratch directory per sweep size, so reports of different sweeps never mix.
+    let work = root.join(format!("target/real-buddy/{}-t{}", if args.quick { "quick" } else { "full" }, cfg.trials));
+    let command = format!(
+        "cargo run --release -p rfc -- --real-allocator{}{} --real-kernel {}",
+        if args.quick { " --quick" } else { "" },
+        args.real_trials.map(|t| format!(" --real-trials {t}")).unwrap_or_default(),
+        args.real_kernel
+    );
+    let g = rfc::real_buddy::Generate {
+        cfg,
+        out: &out,
+        work: &work,
+        kernel: &args.real_kernel,
+        report: args.real_report.as_deref(),
+        command: &command,
+    };
+    println!("{}", rfc::real_buddy::generate(&g)?);
+    println!("written: {}/real-buddy.{{md,svg,json}}", out.display());
+    Ok(())
 }
 
 fn run_trace(args: &Args) -> Result<(), Error> {

@@ -78,29 +78,67 @@ fn object_size(rng: &mut Rng, cap: u64) -> u64 {
     (lo + rng.unit() * (hi - lo)).exp() as u64
 }
 
+/// One step of the workload, as [`run_observed`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    /// A non-contiguous allocation of `len` bytes: its blocks, or `None`
+    /// when it was refused (ENOSPC).
+    Alloc {
+        /// Bytes asked for.
+        len: u64,
+        /// The blocks, if it succeeded.
+        blocks: Option<&'a [Block]>,
+    },
+    /// A free of a live object (its blocks).
+    Free {
+        /// The object's blocks.
+        blocks: &'a [Block],
+    },
+}
+
 /// Fills `buddy` to `p.target`, then churns. Deterministic for the state
 /// of `rng`. Objects never exceed 1/8 of VRAM (a 256 MiB BAR does not hold
 /// 64 MiB render targets in a realistic mix).
 pub fn run(buddy: &mut Buddy, p: &Pressure, rng: &mut Rng) -> Result<(Objects, PressureStats), BuddyError> {
+    run_observed(buddy, p, rng, &mut |_| {})
+}
+
+/// [`run`], reporting every allocation and free to `obs` in order (so the
+/// same workload can be replayed on another allocator: `real_buddy`).
+pub fn run_observed(
+    buddy: &mut Buddy,
+    p: &Pressure,
+    rng: &mut Rng,
+    obs: &mut dyn FnMut(Step<'_>),
+) -> Result<(Objects, PressureStats), BuddyError> {
     let mut objs = Objects::default();
     let mut st = PressureStats::default();
     let cap = buddy.size() / 8;
-    fill(buddy, p.target, cap, rng, &mut objs, &mut st);
+    fill(buddy, p.target, cap, rng, &mut objs, &mut st, obs);
     for _ in 0..p.churn_rounds {
         let n = (objs.live.len() as f64 * p.churn_fraction) as usize;
         for _ in 0..n {
             let i = rng.below(objs.live.len() as u64) as usize;
             let o = objs.live.swap_remove(i);
             buddy.free_blocks(&o)?;
+            obs(Step::Free { blocks: &o });
             st.frees += 1;
         }
-        fill(buddy, p.target, cap, rng, &mut objs, &mut st);
+        fill(buddy, p.target, cap, rng, &mut objs, &mut st, obs);
     }
     st.live = objs.live.len() as u64;
     Ok((objs, st))
 }
 
-fn fill(buddy: &mut Buddy, target: f64, cap: u64, rng: &mut Rng, objs: &mut Objects, st: &mut PressureStats) {
+fn fill(
+    buddy: &mut Buddy,
+    target: f64,
+    cap: u64,
+    rng: &mut Rng,
+    objs: &mut Objects,
+    st: &mut PressureStats,
+    obs: &mut dyn FnMut(Step<'_>),
+) {
     let goal = (buddy.size() as f64 * target) as u64;
     let mut misses = 0;
     while buddy.size() - buddy.free_bytes() < goal && misses < 64 {
@@ -109,10 +147,12 @@ fn fill(buddy: &mut Buddy, target: f64, cap: u64, rng: &mut Rng, objs: &mut Obje
         let len = object_size(rng, cap).min(room.max(buddy.chunk().bytes()));
         match buddy.alloc(len, false) {
             Ok(b) => {
+                obs(Step::Alloc { len, blocks: Some(&b) });
                 objs.live.push(b);
                 st.allocs += 1;
             }
             Err(_) => {
+                obs(Step::Alloc { len, blocks: None });
                 st.enospc += 1;
                 misses += 1;
             }

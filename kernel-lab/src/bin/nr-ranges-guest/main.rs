@@ -35,6 +35,7 @@ pub(crate) type GResult<T> = Result<T, String>;
 
 mod batch;
 mod fault_mode;
+mod buddy_mode;
 mod importer_mode;
 mod sanitizer;
 mod scenarios;
@@ -56,6 +57,9 @@ fn main() {
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if cmdline.split_whitespace().any(|w| w == "nrlab.mode=fault") {
         return fault_mode::main(report.kernel);
+    }
+    if cmdline.split_whitespace().any(|w| w == "nrlab.mode=buddy") {
+        return buddy_mode::main(report.kernel);
     }
     if cmdline.split_whitespace().any(|w| w == "nrlab.mode=importer") {
         let mut rep = kernel_lab::importer::ImporterReport { kernel: report.kernel.clone(), ..Default::default() };
