@@ -154,8 +154,8 @@ enum Sub {
     Selftest(selftest_cmd::SelftestArgs),
 }
 
-mod fault_cmd;
 mod buddy_cmd;
+mod fault_cmd;
 mod importer_cmd;
 mod matrix_cmd;
 mod selftest_cmd;

@@ -417,13 +417,13 @@ fn make() -> Command {
 
 /// The test binary, built first when the cache has none for the current
 /// inputs: Debian's 7.2.13 source (the lab kernels' tarball), the parts of
-/// it the build reads ([`SOURCE_PARTS`]) unpacked with the patches of
+/// it the build reads (`SOURCE_PARTS`) unpacked with the patches of
 /// `series_dir` applied (the lab-patched source; made here because the lab
 /// builds share one tree that stays in the state of the last variant
 /// built, and so that the test needs no kernel build), `make headers` into
 /// an `O=` directory, then only
 /// [`BINARY`] of `tools/testing/selftests/vfio`, static. Cached by a key
-/// over the source version, the patches, the compiler and [`RECIPE`]; the
+/// over the source version, the patches, the compiler and `RECIPE`; the
 /// tree is removed afterwards.
 pub fn ensure_test_binary(root: &Path, series_dir: &Path) -> Result<TestBinary, LabError> {
     let gcc = lab_kernel::gcc_version()?;

@@ -34,8 +34,8 @@ use uapi::{VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE1V2_IOMMU};
 pub(crate) type GResult<T> = Result<T, String>;
 
 mod batch;
-mod fault_mode;
 mod buddy_mode;
+mod fault_mode;
 mod importer_mode;
 mod sanitizer;
 mod scenarios;
