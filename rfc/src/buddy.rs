@@ -12,23 +12,22 @@
 //! | [`Buddy::alloc_order`] | `alloc_from_freelist()` + `split_block()` |
 //! | [`Buddy::free_block`] | `drm_buddy_free_block()` → `__drm_buddy_free()` |
 //!
-//! Simplifications: a free block of the wanted order is taken at the lowest
-//! offset and split keeping the lower half ([`Placement::LowestFirst`], the
-//! RFC's numbers); the kernel's `gpu_buddy` takes the highest free block
-//! (`rb_last()` of the order's tree) and keeps the upper half
-//! (`block->right`), which [`Placement::HighestFirst`] reproduces: with
-//! canonical free sets the two are mirror images of each other, so every
-//! allocation succeeds or fails alike and each block list is the other's
-//! mirror (measured block for block on the kernel: `real_buddy`). No
-//! clear/dirty tracking, no
-//! range or top-down allocation; a contiguous request is one block of the
-//! size rounded up to a power of two (`DRM_BUDDY_CONTIGUOUS_ALLOCATION` →
-//! `roundup_pow_of_two()`), without the later kernels' fallback
-//! `__alloc_contig_try_harder()` (unless [`Buddy::with_contig_try_harder`]
-//! asks for it) or the trim of the rounded-up tail
-//! (`drm_buddy_block_trim()`), so the measured contiguous success rate is a
-//! lower bound for those kernels (on the real-allocator sweep, 251 vs 253
-//! of 320: `rfc/evidence/real-buddy.md`).
+//! Two forms. [`Buddy::gpu_buddy`], which the framebuffer experiment uses,
+//! behaves as Linux 7.2.13's `gpu_buddy` (`drivers/gpu/buddy.c`): it takes
+//! the highest free block of an order (`rb_last()` of the order's tree),
+//! keeps the upper half of a split (`block->right`,
+//! [`Placement::HighestFirst`]), and a contiguous request that fails as one
+//! rounded-up block falls back to `__alloc_contig_try_harder()`
+//! ([`Buddy::with_contig_try_harder`]). The kernel lab replayed the
+//! experiment's workloads on the lab kernel's own allocator and this form
+//! gave the same answer, block for block, in 320 of 320 cases
+//! (`rfc/evidence/real-buddy.md`). [`Buddy::new`] is the model's first form
+//! ([`Placement::LowestFirst`], no fallback): its mirror image, so every
+//! allocation succeeds or fails alike, but adjacent blocks merge into ranges
+//! differently and 2 of the 320 contiguous allocations fail without the
+//! fallback. Left out in both: clear/dirty tracking, range and top-down
+//! allocation, and the trim of the rounded-up tail
+//! (`drm_buddy_block_trim()`), which does not decide success.
 //!
 //! Efficiency: one ordered set of free offsets per order. A 32 GiB BAR at
 //! 4 KiB chunks is 8M minimum blocks and 24 orders; every operation is
@@ -170,6 +169,16 @@ impl Buddy {
     /// (`__alloc_contig_try_harder()`); see [`Buddy::alloc`].
     pub fn with_contig_try_harder(self) -> Self {
         Self { try_harder: true, ..self }
+    }
+
+    /// The allocator as Linux 7.2.13's `gpu_buddy` behaves
+    /// (`drivers/gpu/buddy.c`): [`Placement::HighestFirst`] and the
+    /// contiguous fallback. The kernel lab replayed the framebuffer sweep's
+    /// workloads on the lab kernel's own `gpu_buddy` and this model gave the
+    /// same answer, block for block, in 320 of 320 cases
+    /// (`rfc/evidence/real-buddy.md`); the framebuffer experiment uses it.
+    pub fn gpu_buddy(size: u64, chunk: Chunk) -> Result<Self, BuddyError> {
+        Self::with_placement(size, chunk, Placement::HighestFirst).map(Self::with_contig_try_harder)
     }
 
     /// `__alloc_range()`'s walk of `[start, start + len)` without taking

@@ -335,7 +335,7 @@ pub fn measure_run(
     let target = cfg.occupancies[occ_index];
     let permille = (target * 1000.0).round() as u64;
     let mut rng = Rng::for_cell(cfg.seed, &[bar, chunk.bytes(), permille, trial as u64]);
-    let mut buddy = Buddy::new(bar, chunk)?;
+    let mut buddy = Buddy::gpu_buddy(bar, chunk)?;
     pressure::run(&mut buddy, &Pressure::new(target), &mut rng)?;
     measure_framebuffers(cfg, &mut buddy, target, trial)
 }

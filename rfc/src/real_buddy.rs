@@ -78,8 +78,10 @@ fn blocks_bytes(b: &Buddy, blocks: &[Block]) -> Vec<(u64, u64)> {
     blocks.iter().map(|x| (x.offset, b.block_bytes(x.order))).collect()
 }
 
-/// The run `measure_run` makes for (bar, chunk, occupancy, trial), with the
-/// same seed, recorded; and the same run with the kernel's placement.
+/// The run for (bar, chunk, occupancy, trial) with the same seed as
+/// `measure_run`, recorded, on the model's first form (`Buddy::new`,
+/// lowest first); and the same run with the kernel's placement and
+/// fallback, which is what `measure_run` now uses (`Buddy::gpu_buddy`).
 pub fn model_run(
     cfg: &SweepConfig,
     bar: u64,
@@ -835,7 +837,8 @@ mod tests {
         let (samples, _) = experiment::measure_run(&cfg, 256 << 20, Chunk::K4, 0, 0).unwrap();
         assert_eq!(m.fbs.len(), samples.len());
         assert!(m.same_trace, "the kernel's placement must make the same workload");
-        for (f, s) in m.fbs.iter().zip(&samples) {
+        // The experiment runs the model as gpu_buddy (`Buddy::gpu_buddy`).
+        for (f, s) in m.fbs_kernel_placement.iter().zip(&samples) {
             assert_eq!(f.contiguous, s.contiguous, "{}", f.resolution);
             assert_eq!(f.scattered.as_ref().map(|b| nr_ranges(b)), s.scattered.as_ref().map(|x| x.nr_ranges));
         }
