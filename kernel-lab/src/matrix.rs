@@ -221,7 +221,7 @@ impl ConformanceSummary {
             disagreements: r.disagreements,
             feature_absent: r.feature_absent.clone(),
             facts: r.scenario_facts.iter().map(|f| (f.scenario.clone(), f.step.clone(), f.result.clone())).collect(),
-            sanitizer: r.sanitizer.clone(),
+            sanitizer: r.sanitizer.iter().filter(|l| crate::sanitizer::is_report(l)).cloned().collect(),
         }
     }
 }
@@ -241,7 +241,7 @@ impl ImporterSummary {
         let mut errors = Vec::new();
         let mut sanitizer = Vec::new();
         for t in &r.topologies {
-            for l in t.guest.iter().flat_map(|g| &g.sanitizer) {
+            for l in t.guest.iter().flat_map(|g| &g.sanitizer).filter(|l| crate::sanitizer::is_report(l)) {
                 sanitizer.push((t.topology.name.clone(), l.clone()));
             }
             if let Some(e) = &t.error {

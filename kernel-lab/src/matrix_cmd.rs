@@ -66,14 +66,7 @@ fn part_run(out: &Path, kernel: &str, part: Part, args: Vec<String>) -> Result<P
         .stderr(f2)
         .status()
         .map_err(|e| LabError::Command { what: format!("kernel-lab {}", args.join(" ")), detail: e.to_string() })?;
-    let summary = match part {
-        Part::Conformance => {
-            read::<ConformanceReport>(&report).map(|r| Summary::Conformance(ConformanceSummary::of(&r)))
-        }
-        Part::Importer => read::<ImporterLabReport>(&report).map(|r| Summary::Importer(ImporterSummary::of(&r))),
-        Part::Selftest => read::<SelftestReport>(&report).map(|r| Summary::Selftest(SelftestSummary::of(&r))),
-        Part::Fault => read::<FaultSweepReport>(&report).map(|r| Summary::Fault(FaultSummary::of(&r))),
-    };
+    let summary = summarize(part, &report);
     Ok(PartRun {
         kernel: kernel.to_string(),
         part,
@@ -83,6 +76,18 @@ fn part_run(out: &Path, kernel: &str, part: Part, args: Vec<String>) -> Result<P
         report_file: file,
         summary,
     })
+}
+
+/// A part's summary, read from its report.
+fn summarize(part: Part, report: &Path) -> Option<Summary> {
+    match part {
+        Part::Conformance => {
+            read::<ConformanceReport>(report).map(|r| Summary::Conformance(ConformanceSummary::of(&r)))
+        }
+        Part::Importer => read::<ImporterLabReport>(report).map(|r| Summary::Importer(ImporterSummary::of(&r))),
+        Part::Selftest => read::<SelftestReport>(report).map(|r| Summary::Selftest(SelftestSummary::of(&r))),
+        Part::Fault => read::<FaultSweepReport>(report).map(|r| Summary::Fault(FaultSummary::of(&r))),
+    }
 }
 
 pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
@@ -116,7 +121,14 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
             if wanted.contains(&part) {
                 return part_run(&a.out, k, part, args).map(Some);
             }
-            Ok(previous.as_ref().and_then(|m| m.run(k, part)).cloned())
+            // Kept from the last matrix, its summary read again from its
+            // report (so summary code changes apply to old runs too).
+            Ok(previous.as_ref().and_then(|m| m.run(k, part)).cloned().map(|mut r| {
+                if let Some(s) = summarize(part, &a.out.join(&r.report_file)) {
+                    r.summary = Some(s);
+                }
+                r
+            }))
         };
         let conf =
             run_part(Part::Conformance, vec!["--kernel".into(), k.clone(), "--cases".into(), cases.to_string()])?;

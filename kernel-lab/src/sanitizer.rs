@@ -19,7 +19,7 @@ pub const REPORT_MARKERS: &[&str] = &[
     "possible circular locking dependency",
     "possible recursive locking",
     "inconsistent lock state",
-    "lockdep",
+    "DEBUG_LOCKS_WARN_ON",
     "DMA-API: ",
     "UBSAN:",
     "kernel BUG at",
@@ -36,6 +36,7 @@ const BENIGN: &[&str] = &[
     "DMA-API: preallocated",
     "DMA-API: debugging enabled by kernel config",
     "kmemleak: 0 new suspected memory leaks",
+    "RCU lockdep checking is enabled",
 ];
 
 /// Whether a kernel log message (without the `/dev/kmsg` prefix) is a
@@ -63,6 +64,7 @@ mod tests {
             "WARNING: kernel/dma/debug.c:1004 at check_unmap+0x967/0x2d90, CPU#0: init/1",
             "BUG: KASAN: slab-use-after-free in vfio_pci_dma_buf_release+0x2c/0x90",
             "kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
+            "WARNING: possible circular locking dependency detected",
         ] {
             assert!(is_report(l), "{l}");
         }
@@ -71,6 +73,9 @@ mod tests {
             "DMA-API: preallocated 65536 debug entries",
             "vfio-pci 0000:01:00.0: resetting",
             "kmemleak: 0 new suspected memory leaks",
+            // Boot lines of the lab kernels (7.2.13-nrlab).
+            "rcu: \tRCU lockdep checking is enabled.",
+            "Lock dependency validator: Copyright (c) 2006 Red Hat, Inc., Ingo Molnar",
         ] {
             assert!(!is_report(l), "{l}");
         }
