@@ -384,8 +384,25 @@ impl MatrixReport {
                     )
                 }
             };
-            let _ =
-                writeln!(md, "| {} | {} | {} | {:.0} | {} |", r.part.name(), r.kernel, r.exit_code, r.seconds, result);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.0} | {} | {} |",
+                r.part.name(),
+                r.kernel,
+                r.exit_code,
+                r.seconds,
+                result,
+                r.sanitizer().len()
+            );
+        }
+        let dirty: Vec<&PartRun> = self.runs.iter().filter(|r| !r.sanitizer().is_empty()).collect();
+        if !dirty.is_empty() {
+            md.push_str("\n## Sanitizer reports\n\n");
+            for r in dirty {
+                for l in r.sanitizer() {
+                    let _ = writeln!(md, "- {} on {}: `{l}`", r.part.name(), r.kernel);
+                }
+            }
         }
         md.push_str(&self.shapes_table());
         let _ = writeln!(md, "\nWall time: {:.0} s.", self.wall_seconds);

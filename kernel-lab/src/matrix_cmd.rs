@@ -28,7 +28,8 @@ pub struct MatrixArgs {
     /// Importer topologies (default: all; rc-epyc-iova with --quick).
     #[arg(long)]
     topology: Option<String>,
-    /// Only these parts (comma-separated: conformance, selftest, importer);
+    /// Only these parts (comma-separated: conformance, selftest, importer,
+    /// fault; `none` re-renders the report from the kept runs);
     /// the other parts' runs are kept from an existing matrix.json in
     /// --out, so one part can be re-run or added.
     #[arg(long, value_delimiter = ',')]
@@ -104,6 +105,7 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
     let topology = a.topology.clone().unwrap_or_else(|| if a.quick { "rc-epyc-iova".into() } else { "all".into() });
     let wanted: Vec<Part> = match &a.parts {
         None => Part::ALL.to_vec(),
+        Some(names) if names.iter().all(|n| n == "none") => Vec::new(),
         Some(names) => names
             .iter()
             .map(|n| {
@@ -175,9 +177,13 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
     let report = MatrixReport {
         date: kernel_lab::conformance::corpus::utc_now(),
         kernels,
-        lab_builds,
+        // Runs kept from the last matrix keep their lab builds' records.
+        lab_builds: match &previous {
+            Some(prev) if lab_builds.variants.len() < prev.lab_builds.variants.len() => prev.lab_builds.clone(),
+            _ => lab_builds,
+        },
         runs,
-        wall_seconds: t0.elapsed().as_secs_f64(),
+        wall_seconds: t0.elapsed().as_secs_f64() + previous.as_ref().map_or(0.0, |p| p.wall_seconds),
     };
     let md = report.markdown();
     println!("{md}");
