@@ -553,7 +553,7 @@ fn lab_cell(s: &kernel_lab::matrix::Summary) -> String {
                 String::new()
             } else {
                 format!(
-                    "; {caught} of {} deliberate breakages caught by the test named after the rule",
+                    "; {caught} of {} breakage boots as declared (each removed check fails exactly the tests named after its rule, the unchanged control fails none)",
                     t.breakages.len()
                 )
             };
