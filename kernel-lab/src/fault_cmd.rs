@@ -45,24 +45,15 @@ fn ensure_fault_module(
     kernel: &Kernel,
     tree: &kernel_lab::lab_kernel::BuildTree,
 ) -> Result<PathBuf, LabError> {
-    let out = kernel.dir.join("faultmod").join(format!("module-{}", fault::source_hash()));
-    let ko = out.join(fault::MODULE_FILE);
-    if ko.is_file() {
-        return Ok(ko);
-    }
-    let build = kernel_lab::lab_kernel::scratch(root, "faultmod")?;
-    fs::write(build.0.join("nrlab_fault.c"), fault::SOURCE).map_err(io_err("write the module source"))?;
-    fs::write(build.0.join("Kbuild"), fault::KBUILD).map_err(io_err("write Kbuild"))?;
-    progress(format!("building {} against the lab kernel {}", fault::MODULE_FILE, tree.variant));
-    fs::create_dir_all(kernel.dir.join("faultmod")).map_err(io_err("create the faultmod cache"))?;
-    kernel_lab::lab_kernel::build_external_module(tree, &build.0, &kernel.dir.join("faultmod/module-build.log"))?;
-    let stage = kernel.dir.join("faultmod").join(format!(".staging.{}", std::process::id()));
-    let _ = fs::remove_dir_all(&stage);
-    fs::create_dir_all(&stage).map_err(io_err("create module staging"))?;
-    fs::copy(build.0.join(fault::MODULE_FILE), stage.join(fault::MODULE_FILE)).map_err(io_err("copy the module"))?;
-    let _ = fs::remove_dir_all(&out);
-    fs::rename(&stage, &out).map_err(io_err("publish the module"))?;
-    Ok(ko)
+    let hash = fault::source_hash();
+    let files = [("nrlab_fault.c", fault::SOURCE), ("Kbuild", fault::KBUILD)];
+    let m = kernel_lab::lab_kernel::ExternalModule {
+        cache: "faultmod",
+        hash: &hash,
+        files: &files,
+        ko: fault::MODULE_FILE,
+    };
+    kernel_lab::lab_kernel::ensure_external_module(root, kernel, tree, &m)
 }
 
 pub fn run(a: &FaultArgs) -> Result<u64, LabError> {

@@ -550,6 +550,51 @@ pub fn build_external_module(tree: &BuildTree, module_dir: &Path, log: &Path) ->
     run_bounded(c, &format!("make M={} modules", module_dir.display()), 600, log)
 }
 
+/// A lab fixture: one out-of-tree module, its sources compiled into the lab.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalModule<'a> {
+    /// The cache directory in a lab kernel's entry (`importer`, `faultmod`, ...).
+    pub cache: &'a str,
+    /// The source hash that keys the cache.
+    pub hash: &'a str,
+    /// The files of the Kbuild directory: (name, contents).
+    pub files: &'a [(&'a str, &'a str)],
+    /// The `.ko` it builds.
+    pub ko: &'a str,
+}
+
+/// `m` built against the lab kernel `kernel` (whose build tree is `tree`)
+/// with the host's make and gcc, cached in the kernel's entry:
+/// `<entry>/<cache>/module-<hash>/<ko>`, published by a rename so a
+/// half-built module is never used.
+pub fn ensure_external_module(
+    root: &Path,
+    kernel: &Kernel,
+    tree: &BuildTree,
+    m: &ExternalModule<'_>,
+) -> Result<PathBuf, LabError> {
+    let base = kernel.dir.join(m.cache);
+    let out = base.join(format!("module-{}", m.hash));
+    let ko = out.join(m.ko);
+    if ko.is_file() {
+        return Ok(ko);
+    }
+    let build = scratch(root, m.cache)?;
+    for (name, text) in m.files {
+        fs::write(build.0.join(name), text).map_err(io_err(format!("write {name}")))?;
+    }
+    progress(format!("building {} against the lab kernel {}", m.ko, tree.variant));
+    fs::create_dir_all(&base).map_err(io_err(format!("create {}", base.display())))?;
+    build_external_module(tree, &build.0, &base.join("module-build.log"))?;
+    let stage = base.join(format!(".staging.module.{}", std::process::id()));
+    let _ = fs::remove_dir_all(&stage);
+    fs::create_dir_all(&stage).map_err(io_err("create module staging"))?;
+    fs::copy(build.0.join(m.ko), stage.join(m.ko)).map_err(io_err(format!("copy {}", m.ko)))?;
+    let _ = fs::remove_dir_all(&out);
+    fs::rename(&stage, &out).map_err(io_err(format!("publish {}", out.display())))?;
+    Ok(ko)
+}
+
 /// A scratch directory under the cache for module builds.
 pub fn scratch(root: &Path, prefix: &str) -> Result<crate::host::TempDir, LabError> {
     let base = builds_root(root).join("tmp");

@@ -2,11 +2,10 @@
 //! own tree (cached in the kernel's entry by source hash), the plans split
 //! over boots, the machine, and the guest's answer by name.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::debian::Kernel;
-use crate::host::{io_err, progress, LabError};
+use crate::host::LabError;
 use crate::qemu::Qemu;
 
 use super::{encode_plans, name_objects, GuestReport, Plan, RealRun, MODULE_FILE};
@@ -44,25 +43,10 @@ pub fn ensure_module(root: &Path, kernel: &Kernel) -> Result<PathBuf, LabError> 
             kernel.pkg.abi
         )));
     };
-    let out = kernel.dir.join("buddy").join(format!("module-{}", source_hash()));
-    let ko = out.join(MODULE_FILE);
-    if ko.is_file() {
-        return Ok(ko);
-    }
-    let build = crate::lab_kernel::scratch(root, "buddy")?;
-    fs::write(build.0.join("nrlab_buddy.c"), SOURCE).map_err(io_err("write the module source"))?;
-    fs::write(build.0.join("Kbuild"), KBUILD).map_err(io_err("write Kbuild"))?;
-    fs::write(build.0.join("nrlab_buddy.h"), HEADER).map_err(io_err("write the module header"))?;
-    progress(format!("building {MODULE_FILE} against the lab kernel {}", tree.variant));
-    fs::create_dir_all(kernel.dir.join("buddy")).map_err(io_err("create the buddy cache"))?;
-    crate::lab_kernel::build_external_module(tree, &build.0, &kernel.dir.join("buddy/module-build.log"))?;
-    let stage = kernel.dir.join("buddy").join(format!(".staging.module.{}", std::process::id()));
-    let _ = fs::remove_dir_all(&stage);
-    fs::create_dir_all(&stage).map_err(io_err("create module staging"))?;
-    fs::copy(build.0.join(MODULE_FILE), stage.join(MODULE_FILE)).map_err(io_err("copy the built module"))?;
-    let _ = fs::remove_dir_all(&out);
-    fs::rename(&stage, &out).map_err(io_err("publish the module"))?;
-    Ok(ko)
+    let hash = source_hash();
+    let files = [("nrlab_buddy.c", SOURCE), ("Kbuild", KBUILD), ("nrlab_buddy.h", HEADER)];
+    let m = crate::lab_kernel::ExternalModule { cache: "buddy", hash: &hash, files: &files, ko: MODULE_FILE };
+    crate::lab_kernel::ensure_external_module(root, kernel, tree, &m)
 }
 
 /// Splits plans into boots of at most `limit` packed bytes each (a plan

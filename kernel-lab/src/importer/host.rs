@@ -183,25 +183,9 @@ fn ensure_module_lab(
     tree: &crate::lab_kernel::BuildTree,
     hash: &str,
 ) -> Result<PathBuf, LabError> {
-    let out = kernel.dir.join("importer").join(format!("module-{hash}"));
-    let ko = out.join(MODULE_FILE);
-    if ko.is_file() {
-        return Ok(ko);
-    }
-    let build = crate::lab_kernel::scratch(root, "importer")?;
-    fs::write(build.0.join("nrlab_importer.c"), SOURCE).map_err(io_err("write the module source"))?;
-    fs::write(build.0.join("Kbuild"), KBUILD).map_err(io_err("write Kbuild"))?;
-    fs::write(build.0.join("nrlab_importer.h"), HEADER).map_err(io_err("write the module header"))?;
-    progress(format!("building {MODULE_FILE} against the lab kernel {}", tree.variant));
-    fs::create_dir_all(kernel.dir.join("importer")).map_err(io_err("create the importer cache"))?;
-    crate::lab_kernel::build_external_module(tree, &build.0, &kernel.dir.join("importer/module-build.log"))?;
-    let stage = kernel.dir.join("importer").join(format!(".staging.module.{}", std::process::id()));
-    let _ = fs::remove_dir_all(&stage);
-    fs::create_dir_all(&stage).map_err(io_err("create module staging"))?;
-    fs::copy(build.0.join(MODULE_FILE), stage.join(MODULE_FILE)).map_err(io_err("copy the built module"))?;
-    let _ = fs::remove_dir_all(&out);
-    fs::rename(&stage, &out).map_err(io_err("publish the module"))?;
-    Ok(ko)
+    let files = [("nrlab_importer.c", SOURCE), ("Kbuild", KBUILD), ("nrlab_importer.h", HEADER)];
+    let m = crate::lab_kernel::ExternalModule { cache: "importer", hash, files: &files, ko: MODULE_FILE };
+    crate::lab_kernel::ensure_external_module(root, kernel, tree, &m)
 }
 
 /// The root port address used by the switch and multifunction placements.
