@@ -121,25 +121,44 @@ pub fn build_initramfs_with(
     extra: &[(String, Vec<u8>)],
     out: &Path,
 ) -> Result<(), LabError> {
+    let mut entries = base_entries(kernel, guest, None)?;
+    for (name, bytes) in extra {
+        entries.push(CpioEntry::File(format!("lib/modules/{name}"), 0o644, bytes.clone()));
+    }
+    write_initramfs(&entries, out)
+}
+
+/// What every lab initramfs holds: `/dev/console` (init has a console
+/// before devtmpfs is mounted), the mount points, `init` as `/init`, and
+/// the kernel's vfio modules under `lib/modules/`, `vfio-pci-core.ko`
+/// replaced by `core_override` when given (the selftest's breakages).
+pub fn base_entries(kernel: &Kernel, init: &Path, core_override: Option<&Path>) -> Result<Vec<CpioEntry>, LabError> {
     let read = |p: &Path| fs::read(p).map_err(io_err(format!("read {}", p.display())));
     let mut entries = vec![
         CpioEntry::Dir("dev".into()),
         CpioEntry::CharDev("dev/console".into(), 5, 1),
         CpioEntry::Dir("proc".into()),
         CpioEntry::Dir("sys".into()),
+        CpioEntry::Dir("tmp".into()),
         CpioEntry::Dir("lib".into()),
         CpioEntry::Dir("lib/modules".into()),
-        CpioEntry::File("init".into(), 0o755, read(guest)?),
+        CpioEntry::File("init".into(), 0o755, read(init)?),
     ];
     for (name, _) in GUEST_MODULES {
-        entries.push(CpioEntry::File(format!("lib/modules/{name}.ko"), 0o644, read(&kernel.module(name))?));
+        let path = match core_override {
+            Some(p) if *name == "vfio-pci-core" => p.to_path_buf(),
+            _ => kernel.module(name),
+        };
+        entries.push(CpioEntry::File(format!("lib/modules/{name}.ko"), 0o644, read(&path)?));
     }
-    for (name, bytes) in extra {
-        entries.push(CpioEntry::File(format!("lib/modules/{name}"), 0o644, bytes.clone()));
-    }
+    Ok(entries)
+}
+
+/// Writes `entries` as a newc archive to `out`.
+pub fn write_initramfs(entries: &[CpioEntry], out: &Path) -> Result<(), LabError> {
     let f = fs::File::create(out).map_err(io_err(format!("create {}", out.display())))?;
     let mut w = std::io::BufWriter::new(f);
-    write_cpio(&entries, &mut w).and_then(|()| w.flush()).map_err(io_err(format!("write {}", out.display())))
+    write_cpio(entries, &mut w).and_then(|()| w.flush()).map_err(io_err(format!("write {}", out.display())))
 }
 
 #[cfg(test)]

@@ -20,14 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::debian::{self, Kernel};
 use crate::host::{io_err, progress, run_bounded, tempdir, LabError};
-use crate::initramfs::{write_cpio, CpioEntry};
+use crate::initramfs::{self, CpioEntry};
 use crate::lab_kernel::{self, BuildTree};
 use crate::patches;
 use crate::qemu::{self, Qemu};
 use crate::report::{
     SelftestBreakageRun, SelftestDevice, SelftestFailure, SelftestKernelRun, SelftestMode, SelftestReport, SelftestTest,
 };
-use crate::GUEST_MODULES;
 use tap::{Counts, GuestLog, Outcome, RunEnd};
 
 /// The test binary, and its path in the initramfs (`/`).
@@ -582,30 +581,10 @@ pub fn build_initramfs(
     core_override: Option<&Path>,
     out: &Path,
 ) -> Result<(), LabError> {
-    let read = |p: &Path| fs::read(p).map_err(io_err(format!("read {}", p.display())));
-    let mut entries = vec![
-        CpioEntry::Dir("dev".into()),
-        CpioEntry::CharDev("dev/console".into(), 5, 1),
-        CpioEntry::Dir("proc".into()),
-        CpioEntry::Dir("sys".into()),
-        CpioEntry::Dir("tmp".into()),
-        CpioEntry::Dir("lib".into()),
-        CpioEntry::Dir("lib/modules".into()),
-        CpioEntry::File("init".into(), 0o755, read(init)?),
-        CpioEntry::File(BINARY.into(), 0o755, read(test)?),
-    ];
-    for (name, _) in GUEST_MODULES {
-        let path = match core_override {
-            Some(p) if *name == "vfio-pci-core" => p.to_path_buf(),
-            _ => kernel.module(name),
-        };
-        entries.push(CpioEntry::File(format!("lib/modules/{name}.ko"), 0o644, read(&path)?));
-    }
-    let f = fs::File::create(out).map_err(io_err(format!("create {}", out.display())))?;
-    let mut w = std::io::BufWriter::new(f);
-    write_cpio(&entries, &mut w)
-        .and_then(|()| std::io::Write::flush(&mut w))
-        .map_err(io_err(format!("write {}", out.display())))
+    let mut entries = initramfs::base_entries(kernel, init, core_override)?;
+    let test = fs::read(test).map_err(io_err(format!("read {}", test.display())))?;
+    entries.push(CpioEntry::File(BINARY.into(), 0o755, test));
+    initramfs::write_initramfs(&entries, out)
 }
 
 /// The selftest's machine: the conformance lab's devices (ivshmem-plain
