@@ -401,20 +401,6 @@ fn read_fired() -> u32 {
     sysfs(&format!("{PARAMS}/fired")).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-fn find(vendor: &str, device: &str) -> Option<String> {
-    let mut bdfs: Vec<String> = fs::read_dir("/sys/bus/pci/devices")
-        .ok()?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    bdfs.sort();
-    bdfs.into_iter().find(|b| {
-        let d = format!("/sys/bus/pci/devices/{b}");
-        sysfs(&format!("{d}/vendor")).ok().as_deref() == Some(vendor)
-            && sysfs(&format!("{d}/device")).ok().as_deref() == Some(device)
-    })
-}
-
 fn load(file: &str) -> GResult<()> {
     let path = format!("/lib/modules/{file}");
     let f = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
@@ -523,7 +509,7 @@ fn run(rep: &mut FaultGuestReport) -> GResult<()> {
         }
     }
     load_modules()?;
-    let ivs = find("0x1af4", "0x1110").ok_or("no ivshmem-plain")?;
+    let ivs = find_pci("0x1af4", "0x1110").ok_or("no ivshmem-plain")?;
     bind_vfio_pci(&ivs)?;
     let link = fs::read_link(format!("/sys/bus/pci/devices/{ivs}/iommu_group"))
         .map_err(|e| format!("{ivs} has no iommu group: {e}"))?;

@@ -73,20 +73,6 @@ impl Fixture {
     }
 }
 
-fn find(vendor: &str, device: &str) -> Option<String> {
-    let mut bdfs: Vec<String> = fs::read_dir("/sys/bus/pci/devices")
-        .ok()?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    bdfs.sort();
-    bdfs.into_iter().find(|b| {
-        let d = format!("/sys/bus/pci/devices/{b}");
-        sysfs(&format!("{d}/vendor")).ok().as_deref() == Some(vendor)
-            && sysfs(&format!("{d}/device")).ok().as_deref() == Some(device)
-    })
-}
-
 fn group_of(bdf: &str) -> Option<(u32, String)> {
     let link = fs::read_link(format!("/sys/bus/pci/devices/{bdf}/iommu_group")).ok()?;
     let g: u32 = link.file_name()?.to_str()?.parse().ok()?;
@@ -196,8 +182,8 @@ pub fn run(rep: &mut ImporterReport) -> GResult<()> {
         .map(|s| s.split(',').map(String::from).collect());
     let revoke = cmdline_u64(&cmdline, "revoke", 1)? != 0;
     load_modules()?;
-    let ivs = find("0x1af4", "0x1110").ok_or("no ivshmem-plain")?;
-    let edu = find("0x1234", "0x11e8").ok_or("no edu")?;
+    let ivs = find_pci("0x1af4", "0x1110").ok_or("no ivshmem-plain")?;
+    let edu = find_pci("0x1234", "0x11e8").ok_or("no edu")?;
     rep.edu_bdf = edu.clone();
     // ivshmem to vfio-pci; edu stays out of vfio.
     let d = format!("/sys/bus/pci/devices/{ivs}");

@@ -157,6 +157,22 @@ pub(crate) fn kmsg() -> Vec<String> {
     out
 }
 
+/// The lowest-addressed PCI device with this sysfs vendor and device id
+/// (the importer and fault modes find ivshmem and edu this way).
+pub(crate) fn find_pci(vendor: &str, device: &str) -> Option<String> {
+    let mut bdfs: Vec<String> = fs::read_dir("/sys/bus/pci/devices")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    bdfs.sort();
+    bdfs.into_iter().find(|b| {
+        let d = format!("/sys/bus/pci/devices/{b}");
+        sysfs(&format!("{d}/vendor")).ok().as_deref() == Some(vendor)
+            && sysfs(&format!("{d}/device")).ok().as_deref() == Some(device)
+    })
+}
+
 pub(crate) fn sysfs(path: &str) -> GResult<String> {
     fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| format!("read {path}: {e}"))
 }
