@@ -20,6 +20,10 @@
  *            return the bytes
  *   DISTANCE pci_p2pdma_distance(provider, client = edu, verbose): prints
  *            the kernel's p2pdma lines in dmesg
+ *   GATHER   edu DMA of up to NRLAB_GATHER_MAX chunks (address, length) into
+ *            consecutive bytes of edu's buffer, one canary and one copy back
+ *            for all of them (edu runs each DMA from a 100 ms timer, so a
+ *            framebuffer's samples are read in batches)
  *   IOVA     the IOVA path of dma_buf_phys_vec_to_sgt() by hand, for
  *            `nr_ranges` (<= 8) ranges (BAR offset, length) of BAR `bar` of
  *            the provider: dma_iova_try_alloc, one dma_iova_link per range
@@ -29,6 +33,9 @@
  *
  * Every answer is the kernel's: errors are returned in `st.err` (0 or -errno).
  * The invalidation callback unmaps (otherwise a revocation would wait).
+ *
+ * Each open file of /dev/nrlab_importer holds one attachment, so that an
+ * importer holding N dma-bufs (the single-range workaround) is N open files.
  */
 #include <linux/module.h>
 #include <linux/pci.h>
@@ -44,6 +51,8 @@
 #include "nrlab_importer.h"
 
 static_assert(sizeof(struct nrlab_map) == 40 + 16 * NRLAB_MAX_ENTRIES);
+static_assert(sizeof(struct nrlab_gather) == 24 + 16 * NRLAB_GATHER_MAX + NRLAB_GATHER_BYTES);
+static_assert(NRLAB_GATHER_BYTES <= NRLAB_MAX_DMA);
 static_assert(sizeof(struct nrlab_iova) == 56 + 16 * NRLAB_MAX_IOVA_RANGES + NRLAB_MAX_IOVA_RANGES * NRLAB_IOVA_READ);
 
 /* edu (QEMU hw/misc/edu.c): DMA registers and its 4 KiB buffer. */
@@ -60,21 +69,28 @@ static void __iomem *edu_mmio;
 static void *bounce;		/* coherent buffer edu writes back into */
 static dma_addr_t bounce_dma;
 static DEFINE_MUTEX(lock);	/* one ioctl at a time */
-
-/* The one attachment; `sgt` is only touched under the dma-buf's resv lock. */
-static struct dma_buf *dbuf;
-static struct dma_buf_attachment *att;
-static struct sg_table *sgt;
 static atomic_t invalidations = ATOMIC_INIT(0);
 static atomic_t unmapped_in_cb = ATOMIC_INIT(0);
+
+/*
+ * An open file's attachment; `sgt` is only touched under the dma-buf's
+ * resv lock.
+ */
+struct nrlab_file {
+	struct dma_buf *dbuf;
+	struct dma_buf_attachment *att;
+	struct sg_table *sgt;
+};
 
 /* Called by the exporter with the resv lock held: unmap at once. */
 static void nrlab_invalidate(struct dma_buf_attachment *a)
 {
+	struct nrlab_file *nf = a->importer_priv;
+
 	atomic_inc(&invalidations);
-	if (sgt) {
-		dma_buf_unmap_attachment(a, sgt, DMA_BIDIRECTIONAL);
-		sgt = NULL;
+	if (nf->sgt) {
+		dma_buf_unmap_attachment(a, nf->sgt, DMA_BIDIRECTIONAL);
+		nf->sgt = NULL;
 		atomic_inc(&unmapped_in_cb);
 	}
 }
@@ -84,30 +100,30 @@ static const struct dma_buf_attach_ops nrlab_ops = {
 	.invalidate_mappings = nrlab_invalidate,
 };
 
-static void unmap_locked(void)
+static void unmap_locked(struct nrlab_file *nf)
 {
-	if (sgt) {
-		dma_buf_unmap_attachment(att, sgt, DMA_BIDIRECTIONAL);
-		sgt = NULL;
+	if (nf->sgt) {
+		dma_buf_unmap_attachment(nf->att, nf->sgt, DMA_BIDIRECTIONAL);
+		nf->sgt = NULL;
 	}
 }
 
-static int do_map(struct nrlab_map *io)
+static int do_map(struct nrlab_file *nf, struct nrlab_map *io)
 {
 	struct sg_table *t;
 	struct scatterlist *sg;
 	unsigned int i;
 	int ret;
 
-	if (!att)
+	if (!nf->att)
 		return -ENOENT;
-	ret = dma_resv_lock(dbuf->resv, NULL);
+	ret = dma_resv_lock(nf->dbuf->resv, NULL);
 	if (ret)
 		return ret;
-	unmap_locked();
-	t = dma_buf_map_attachment(att, DMA_BIDIRECTIONAL);
+	unmap_locked(nf);
+	t = dma_buf_map_attachment(nf->att, DMA_BIDIRECTIONAL);
 	if (IS_ERR(t)) {
-		dma_resv_unlock(dbuf->resv);
+		dma_resv_unlock(nf->dbuf->resv);
 		return PTR_ERR(t);
 	}
 	io->nents = t->nents;
@@ -123,24 +139,24 @@ static int do_map(struct nrlab_map *io)
 		io->total_entries++;
 	}
 	if (io->keep)
-		sgt = t;
+		nf->sgt = t;
 	else
-		dma_buf_unmap_attachment(att, t, DMA_BIDIRECTIONAL);
-	dma_resv_unlock(dbuf->resv);
+		dma_buf_unmap_attachment(nf->att, t, DMA_BIDIRECTIONAL);
+	dma_resv_unlock(nf->dbuf->resv);
 	return 0;
 }
 
-static void do_detach(void)
+static void do_detach(struct nrlab_file *nf)
 {
-	if (!att)
+	if (!nf->att)
 		return;
-	dma_resv_lock(dbuf->resv, NULL);
-	unmap_locked();
-	dma_resv_unlock(dbuf->resv);
-	dma_buf_detach(dbuf, att);
-	dma_buf_put(dbuf);
-	att = NULL;
-	dbuf = NULL;
+	dma_resv_lock(nf->dbuf->resv, NULL);
+	unmap_locked(nf);
+	dma_resv_unlock(nf->dbuf->resv);
+	dma_buf_detach(nf->dbuf, nf->att);
+	dma_buf_put(nf->dbuf);
+	nf->att = NULL;
+	nf->dbuf = NULL;
 }
 
 /* One edu DMA; edu runs it from a 100 ms timer. */
@@ -184,6 +200,35 @@ static int edu_read(u64 addr, u32 len, u8 *out)
 static int do_dma(struct nrlab_dma *io)
 {
 	return edu_read(io->addr, io->len, io->data);
+}
+
+/*
+ * Each chunk lands at the next free byte of edu's buffer; one canary before
+ * and one copy back after, instead of per chunk.
+ */
+static int do_gather(struct nrlab_gather *io)
+{
+	u32 i, at = 0;
+	int ret;
+
+	if (io->count == 0 || io->count > NRLAB_GATHER_MAX)
+		return -EINVAL;
+	for (i = 0; i < io->count; i++) {
+		if (io->src[i].len == 0 || io->src[i].len > NRLAB_GATHER_BYTES - at)
+			return -EINVAL;
+		at += io->src[i].len;
+	}
+	memset(bounce, 0xee, at);
+	ret = edu_dma(bounce_dma, EDU_BUF, at, 0);
+	for (i = 0, at = 0; !ret && i < io->count; at += io->src[i].len, i++)
+		ret = edu_dma(io->src[i].addr, EDU_BUF + at, io->src[i].len, 0);
+	if (!ret) {
+		memset(bounce, 0, at);
+		ret = edu_dma(EDU_BUF, bounce_dma, at, EDU_DMA_TO_RAM);
+	}
+	if (!ret)
+		memcpy(io->data, bounce, at);
+	return ret;
 }
 
 static struct pci_dev *provider_dev(u64 id)
@@ -246,35 +291,32 @@ static int do_distance(struct nrlab_distance *io)
 	return 0;
 }
 
-static int do_attach(struct nrlab_attach *io)
+static int do_attach(struct nrlab_file *nf, struct nrlab_attach *io)
 {
-	if (att)
+	struct dma_buf *b;
+	struct dma_buf_attachment *a;
+
+	if (nf->att)
 		return -EBUSY;
-	dbuf = dma_buf_get(io->fd);
-	if (IS_ERR(dbuf)) {
-		int ret = PTR_ERR(dbuf);
-
-		dbuf = NULL;
-		return ret;
+	b = dma_buf_get(io->fd);
+	if (IS_ERR(b))
+		return PTR_ERR(b);
+	a = dma_buf_dynamic_attach(b, &edu->dev, &nrlab_ops, nf);
+	if (IS_ERR(a)) {
+		dma_buf_put(b);
+		return PTR_ERR(a);
 	}
-	att = dma_buf_dynamic_attach(dbuf, &edu->dev, &nrlab_ops, NULL);
-	if (IS_ERR(att)) {
-		int ret = PTR_ERR(att);
-
-		att = NULL;
-		dma_buf_put(dbuf);
-		dbuf = NULL;
-		return ret;
-	}
+	nf->dbuf = b;
+	nf->att = a;
 	return 0;
 }
 
-static int do_unmap(void)
+static int do_unmap(struct nrlab_file *nf)
 {
-	if (att) {
-		dma_resv_lock(dbuf->resv, NULL);
-		unmap_locked();
-		dma_resv_unlock(dbuf->resv);
+	if (nf->att) {
+		dma_resv_lock(nf->dbuf->resv, NULL);
+		unmap_locked(nf);
+		dma_resv_unlock(nf->dbuf->resv);
 	}
 	return 0;
 }
@@ -284,9 +326,9 @@ static int do_status(void)
 	return 0;
 }
 
-static int do_detach_op(void)
+static int do_detach_op(struct nrlab_file *nf)
 {
-	do_detach();
+	do_detach(nf);
 	return 0;
 }
 
@@ -309,7 +351,7 @@ static int do_detach_op(void)
 			st->err = (step);					\
 			st->invalidations = atomic_read(&invalidations);	\
 			st->unmapped_in_cb = atomic_read(&unmapped_in_cb);	\
-			st->mapped = sgt != NULL;				\
+			st->mapped = nf->sgt != NULL;				\
 			mutex_unlock(&lock);					\
 			r = copy_to_user((void __user *)(arg), io, sizeof(*io)) ? -EFAULT : 0; \
 		}								\
@@ -319,19 +361,23 @@ static int do_detach_op(void)
 
 static long nrlab_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 {
+	struct nrlab_file *nf = f->private_data;
+
 	switch (cmd) {
 	case NRLAB_IOCTL_ATTACH:
-		return NRLAB_CALL(struct nrlab_attach, arg, &io->st, do_attach(io));
+		return NRLAB_CALL(struct nrlab_attach, arg, &io->st, do_attach(nf, io));
 	case NRLAB_IOCTL_MAP:
-		return NRLAB_CALL(struct nrlab_map, arg, &io->st, do_map(io));
+		return NRLAB_CALL(struct nrlab_map, arg, &io->st, do_map(nf, io));
 	case NRLAB_IOCTL_UNMAP:
-		return NRLAB_CALL(struct nrlab_status, arg, io, do_unmap());
+		return NRLAB_CALL(struct nrlab_status, arg, io, do_unmap(nf));
 	case NRLAB_IOCTL_STATUS:
 		return NRLAB_CALL(struct nrlab_status, arg, io, do_status());
 	case NRLAB_IOCTL_DETACH:
-		return NRLAB_CALL(struct nrlab_status, arg, io, do_detach_op());
+		return NRLAB_CALL(struct nrlab_status, arg, io, do_detach_op(nf));
 	case NRLAB_IOCTL_DMA:
 		return NRLAB_CALL(struct nrlab_dma, arg, &io->st, do_dma(io));
+	case NRLAB_IOCTL_GATHER:
+		return NRLAB_CALL(struct nrlab_gather, arg, &io->st, do_gather(io));
 	case NRLAB_IOCTL_DISTANCE:
 		return NRLAB_CALL(struct nrlab_distance, arg, &io->st, do_distance(io));
 	case NRLAB_IOCTL_IOVA:
@@ -341,8 +387,32 @@ static long nrlab_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	}
 }
 
+static int nrlab_open(struct inode *inode, struct file *f)
+{
+	struct nrlab_file *nf = kzalloc(sizeof(*nf), GFP_KERNEL);
+
+	if (!nf)
+		return -ENOMEM;
+	f->private_data = nf;
+	return 0;
+}
+
+/* Closing the file lets go of its dma-buf, as an importer's teardown. */
+static int nrlab_release(struct inode *inode, struct file *f)
+{
+	struct nrlab_file *nf = f->private_data;
+
+	mutex_lock(&lock);
+	do_detach(nf);
+	mutex_unlock(&lock);
+	kfree(nf);
+	return 0;
+}
+
 static const struct file_operations nrlab_fops = {
 	.owner = THIS_MODULE,
+	.open = nrlab_open,
+	.release = nrlab_release,
 	.unlocked_ioctl = nrlab_ioctl,
 };
 
@@ -379,12 +449,13 @@ static int nrlab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	return ret;
 }
 
+/*
+ * An open file holds a module reference (fops.owner), so the driver only
+ * goes away once every attachment is gone.
+ */
 static void nrlab_remove(struct pci_dev *pdev)
 {
 	misc_deregister(&nrlab_misc);
-	mutex_lock(&lock);
-	do_detach();
-	mutex_unlock(&lock);
 	edu = NULL;
 }
 

@@ -15,8 +15,9 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-/* DMA entries NRLAB_IOCTL_MAP copies out. */
-#define NRLAB_MAX_ENTRIES 128
+/* DMA entries NRLAB_IOCTL_MAP copies out (a scattered 8K framebuffer on
+ * dma-direct has one per range; the ioctl size field keeps it below 1022). */
+#define NRLAB_MAX_ENTRIES 512
 /* Bytes per edu DMA (edu's buffer is 4 KiB; QEMU: keep <= 2 KiB). */
 #define NRLAB_MAX_DMA 2048
 /* Ranges NRLAB_IOCTL_IOVA links, and the bytes edu reads from each. */
@@ -65,6 +66,20 @@ struct nrlab_dma {
 	__u8 data[NRLAB_MAX_DMA];	/* out: what edu read */
 };
 
+/* Chunks one NRLAB_IOCTL_GATHER reads, and their total bytes (<= MAX_DMA). */
+#define NRLAB_GATHER_MAX 16
+#define NRLAB_GATHER_BYTES 2048
+
+/* edu reads src[i].len bytes at DMA address src[i].addr, for i < count, into
+ * consecutive bytes of data. */
+struct nrlab_gather {
+	__u32 count;		/* in: 1..NRLAB_GATHER_MAX */
+	__u32 pad;
+	struct nrlab_status st;
+	struct nrlab_entry src[NRLAB_GATHER_MAX];	/* in */
+	__u8 data[NRLAB_GATHER_BYTES];	/* out: the chunks, in order */
+};
+
 /* pci_p2pdma_distance(provider, edu, verbose). */
 struct nrlab_distance {
 	__u64 provider;		/* in: domain << 16 | bus << 8 | devfn */
@@ -104,5 +119,6 @@ struct nrlab_iova {
 #define NRLAB_IOCTL_DMA		_IOWR('N', 0x46, struct nrlab_dma)
 #define NRLAB_IOCTL_DISTANCE	_IOWR('N', 0x47, struct nrlab_distance)
 #define NRLAB_IOCTL_IOVA	_IOWR('N', 0x48, struct nrlab_iova)
+#define NRLAB_IOCTL_GATHER	_IOWR('N', 0x49, struct nrlab_gather)
 
 #endif /* NRLAB_IMPORTER_H */

@@ -19,6 +19,9 @@
 //!   kmod-shim through one trait.
 //! - [`fault`]: the fault sweep (fail-nth and kprobe overrides inside the
 //!   export and the importer's map, on lab kernels) against kmod-shim.
+//! - [`framebuffer`]: scattered framebuffers placed by the kernel's
+//!   gpu_buddy, written through the vfio mmap, shared as one dma-buf (and
+//!   as one per range) and read back by edu, per map path, against kmod-shim.
 //! - [`patches`]: the kernel patch series against Debian's 7.2.13 source
 //!   (applies, checkpatch-clean).
 //! - [`matrix`]: `kernel-lab matrix`'s report: every part on every kernel.
@@ -34,6 +37,7 @@ pub mod buddy;
 pub mod conformance;
 pub mod debian;
 pub mod fault;
+pub mod framebuffer;
 pub mod host;
 pub mod importer;
 pub mod initramfs;

@@ -73,6 +73,13 @@ enum Sub {
     /// The importer lab: a real dma-buf importer (nrlab_importer on edu)
     /// per QEMU topology, compared with kmod-shim (Fidelity::Kernel).
     Importer(importer_cmd::ImporterArgs),
+    /// The framebuffer lab: framebuffers placed by the kernel's gpu_buddy
+    /// (placements from `rfc --real-allocator`) written line by line into an
+    /// 8 GiB ivshmem BAR through the vfio mmap, exported as one multi-range
+    /// dma-buf and as one dma-buf per range, mapped by nrlab_importer and
+    /// read back by edu on each map path; compared with kmod-shim. Exit 1
+    /// on an unexplained disagreement or a topology that could not run.
+    Framebuffer(framebuffer_cmd::FramebufferArgs),
     /// The fault sweep on a lab kernel: fail-nth inside the export ioctl and
     /// the importer's map (1 and 2 ranges), failing points repeated with IOVA
     /// probes, kprobe overrides for defects 2 and 4, kmemleak; each point
@@ -157,6 +164,7 @@ enum Sub {
 
 mod buddy_cmd;
 mod fault_cmd;
+mod framebuffer_cmd;
 mod importer_cmd;
 mod matrix_cmd;
 mod selftest_cmd;
@@ -224,6 +232,16 @@ fn main() -> ExitCode {
     }
     if let Some(Sub::Buddy(a)) = &args.cmd {
         return buddy_cmd::exit(buddy_cmd::run(a));
+    }
+    if let Some(Sub::Framebuffer(a)) = &args.cmd {
+        return match framebuffer_cmd::run(a) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("kernel-lab framebuffer: error: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     if let Some(Sub::Importer(a)) = &args.cmd {
         return match importer_cmd::run(a) {

@@ -48,6 +48,7 @@ fn facts() -> Vec<(String, u64)> {
         "nrlab_attach" => NrlabAttach { fd, pad, st },
         "nrlab_map" => NrlabMap { keep, nents, orig_nents, total_entries, count, pad, st, ent },
         "nrlab_dma" => NrlabDma { addr, len, pad, st, data },
+        "nrlab_gather" => NrlabGather { count, pad, st, src, data },
         "nrlab_distance" => NrlabDistance { provider, distance, pad, st },
         "nrlab_iova" => NrlabIova { provider, bar, corrected, nr_ranges, failed_range, iova, linked, st, ranges, data },
     }
@@ -56,6 +57,8 @@ fn facts() -> Vec<(String, u64)> {
         ("NRLAB_MAX_DMA", MAX_DMA),
         ("NRLAB_MAX_IOVA_RANGES", MAX_IOVA_RANGES),
         ("NRLAB_IOVA_READ", IOVA_READ),
+        ("NRLAB_GATHER_MAX", GATHER_MAX),
+        ("NRLAB_GATHER_BYTES", GATHER_BYTES),
     ] {
         v.push((name.into(), value as u64));
     }

@@ -20,6 +20,7 @@
 pub mod buddy;
 pub mod experiment;
 pub mod fb;
+pub mod fb_e2e;
 pub mod lab;
 pub mod plots;
 pub mod pressure;

@@ -74,6 +74,13 @@ struct Args {
     /// With --real-allocator: pressure runs per cell (default: the sweep's).
     #[arg(long)]
     real_trials: Option<u32>,
+    /// With --real-allocator: the kernels the framebuffer end to end runs
+    /// on (rfc/src/fb_e2e.rs); `none` skips it.
+    #[arg(long, value_delimiter = ',', default_values_t = rfc::fb_e2e::KERNELS.map(String::from))]
+    e2e_kernels: Vec<String>,
+    /// With --real-allocator: only the framebuffer end to end (not the sweep).
+    #[arg(long)]
+    e2e_only: bool,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -127,8 +134,24 @@ fn run_real_allocator(args: &Args) -> Result<(), Error> {
         report: args.real_report.as_deref(),
         command: &command,
     };
-    println!("{}", rfc::real_buddy::generate(&g)?);
-    println!("written: {}/real-buddy.{{md,svg,json}}", out.display());
+    if !args.e2e_only {
+        println!("{}", rfc::real_buddy::generate(&g)?);
+        println!("written: {}/real-buddy.{{md,svg,json}}", out.display());
+    }
+    if args.e2e_kernels.iter().any(|k| k == "none") {
+        return Ok(());
+    }
+    let work = root.join(format!("target/framebuffer-e2e/{}", if args.quick { "quick" } else { "full" }));
+    let e = rfc::fb_e2e::Generate {
+        seed: args.seed,
+        out: &out,
+        work: &work,
+        allocator_kernel: &args.real_kernel,
+        kernels: &args.e2e_kernels,
+        only: args.quick.then_some(rfc::fb_e2e::ACCEPTANCE),
+    };
+    println!("{}", rfc::fb_e2e::generate(&e)?);
+    println!("written: {}/framebuffer-e2e/{{placements.json,e2e.json,e2e.md}}", out.display());
     Ok(())
 }
 

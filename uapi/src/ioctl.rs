@@ -354,6 +354,97 @@ impl Drop for GuardedArg {
     }
 }
 
+/// A shared mapping of a vfio region (`mmap()` of the device fd at the
+/// region's offset, `vfio_pci_core_mmap()` in
+/// drivers/vfio/pci/vfio_pci_core.c): the CPU's view of a BAR, as a VMM or
+/// a GPU driver's userspace writes it.
+///
+/// # Invariants
+///
+/// `map` is a live `MAP_SHARED` read/write mapping of `len` bytes, owned by
+/// this value and unmapped on drop; no reference into it escapes a method.
+#[derive(Debug)]
+pub struct RegionMap {
+    map: NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+impl RegionMap {
+    /// Maps `len` bytes of `dev` from `offset` (a region's
+    /// `VFIO_DEVICE_GET_REGION_INFO` offset, page-aligned). The kernel's
+    /// errno when the region cannot be mapped (EINVAL without
+    /// `VFIO_REGION_INFO_FLAG_MMAP`).
+    pub fn new(dev: &Device, offset: u64, len: usize) -> Result<Self, Errno> {
+        let nz = NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+        let off = i64::try_from(offset).map_err(|_| Errno::EOVERFLOW)?;
+        // SAFETY: a new shared mapping at an address the kernel chooses; it
+        // aliases no Rust object. Other mappings of the same BAR (another
+        // process, a peer's DMA) may change the bytes at any time, which is
+        // why every access below copies through raw pointers and never
+        // forms a reference into the mapping.
+        let map = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                dev.file().as_fd(),
+                off,
+            )
+        }?;
+        // INVARIANT: the mapping was just created with `len` bytes.
+        Ok(Self { map, len })
+    }
+
+    /// The mapping's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: `new` refuses 0).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn span(&self, off: u64, n: usize) -> Result<usize, Errno> {
+        let start = usize::try_from(off).map_err(|_| Errno::EINVAL)?;
+        match start.checked_add(n) {
+            Some(end) if end <= self.len => Ok(start),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Copies `bytes` to the region at `off`; EINVAL past the mapping.
+    pub fn write(&mut self, off: u64, bytes: &[u8]) -> Result<(), Errno> {
+        let start = self.span(off, bytes.len())?;
+        // SAFETY: `start..start + bytes.len()` lies inside the live mapping
+        // (checked by `span`), which cannot overlap `bytes` (a Rust object).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_ptr().cast::<u8>().add(start), bytes.len());
+        }
+        Ok(())
+    }
+
+    /// Copies the region's bytes at `off` into `out`; EINVAL past the
+    /// mapping.
+    pub fn read(&self, off: u64, out: &mut [u8]) -> Result<(), Errno> {
+        let start = self.span(off, out.len())?;
+        // SAFETY: as in `write`, with the copy's direction reversed.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr().cast::<u8>().add(start), out.as_mut_ptr(), out.len());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RegionMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` created (the type's
+        // invariant); no reference into it exists.
+        let _ = unsafe { nix::sys::mman::munmap(self.map, self.len) };
+    }
+}
+
 fn page_size() -> usize {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |v| v as usize)
 }

@@ -12,9 +12,13 @@ use std::mem::size_of;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `NRLAB_MAX_ENTRIES`: DMA entries [`NrlabMap`] copies out.
-pub const MAX_ENTRIES: usize = 128;
+pub const MAX_ENTRIES: usize = 512;
 /// `NRLAB_MAX_DMA`: bytes per edu DMA.
 pub const MAX_DMA: usize = 2048;
+/// `NRLAB_GATHER_MAX`: chunks one [`NrlabGather`] reads.
+pub const GATHER_MAX: usize = 16;
+/// `NRLAB_GATHER_BYTES`: their total bytes.
+pub const GATHER_BYTES: usize = 2048;
 /// `NRLAB_MAX_IOVA_RANGES`: ranges [`NrlabIova`] links.
 pub const MAX_IOVA_RANGES: usize = 8;
 /// `NRLAB_IOVA_READ`: bytes edu reads at the start of each linked range.
@@ -95,6 +99,23 @@ pub struct NrlabDma {
     pub data: [u8; MAX_DMA],
 }
 
+/// `struct nrlab_gather`: edu reads `count` chunks into consecutive bytes
+/// of `data`, with one canary and one copy back for all of them.
+#[derive(Debug, Clone, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct NrlabGather {
+    /// In: 1..=[`GATHER_MAX`].
+    pub count: u32,
+    /// Padding.
+    pub pad: u32,
+    /// Out.
+    pub st: NrlabStatus,
+    /// In: (DMA address, bytes) per chunk, [`GATHER_BYTES`] in all at most.
+    pub src: [NrlabEntry; GATHER_MAX],
+    /// Out: the chunks, in order.
+    pub data: [u8; GATHER_BYTES],
+}
+
 /// `struct nrlab_distance`: `pci_p2pdma_distance(provider, edu, verbose)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -158,9 +179,11 @@ pub const NRLAB_IOCTL_DMA: u32 = iowr(0x46, size_of::<NrlabDma>());
 pub const NRLAB_IOCTL_DISTANCE: u32 = iowr(0x47, size_of::<NrlabDistance>());
 /// `NRLAB_IOCTL_IOVA`.
 pub const NRLAB_IOCTL_IOVA: u32 = iowr(0x48, size_of::<NrlabIova>());
+/// `NRLAB_IOCTL_GATHER`.
+pub const NRLAB_IOCTL_GATHER: u32 = iowr(0x49, size_of::<NrlabGather>());
 
 /// Every ioctl: its header name and code (for the header test).
-pub const IOCTLS: [(&str, u32); 8] = [
+pub const IOCTLS: [(&str, u32); 9] = [
     ("NRLAB_IOCTL_ATTACH", NRLAB_IOCTL_ATTACH),
     ("NRLAB_IOCTL_MAP", NRLAB_IOCTL_MAP),
     ("NRLAB_IOCTL_UNMAP", NRLAB_IOCTL_UNMAP),
@@ -169,4 +192,5 @@ pub const IOCTLS: [(&str, u32); 8] = [
     ("NRLAB_IOCTL_DMA", NRLAB_IOCTL_DMA),
     ("NRLAB_IOCTL_DISTANCE", NRLAB_IOCTL_DISTANCE),
     ("NRLAB_IOCTL_IOVA", NRLAB_IOCTL_IOVA),
+    ("NRLAB_IOCTL_GATHER", NRLAB_IOCTL_GATHER),
 ];

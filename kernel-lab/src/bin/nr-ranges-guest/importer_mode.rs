@@ -4,9 +4,9 @@
 
 use crate::*;
 use kernel_lab::importer::abi::{
-    NrlabAttach, NrlabDistance, NrlabDma, NrlabEntry, NrlabIova, NrlabMap, NrlabStatus, IOVA_READ, MAX_DMA,
-    MAX_ENTRIES, NRLAB_IOCTL_ATTACH, NRLAB_IOCTL_DETACH, NRLAB_IOCTL_DISTANCE, NRLAB_IOCTL_DMA, NRLAB_IOCTL_IOVA,
-    NRLAB_IOCTL_MAP, NRLAB_IOCTL_STATUS,
+    NrlabAttach, NrlabDistance, NrlabDma, NrlabEntry, NrlabGather, NrlabIova, NrlabMap, NrlabStatus, GATHER_BYTES,
+    IOVA_READ, MAX_DMA, MAX_ENTRIES, NRLAB_IOCTL_ATTACH, NRLAB_IOCTL_DETACH, NRLAB_IOCTL_DISTANCE, NRLAB_IOCTL_DMA,
+    NRLAB_IOCTL_GATHER, NRLAB_IOCTL_IOVA, NRLAB_IOCTL_MAP, NRLAB_IOCTL_STATUS,
 };
 use kernel_lab::importer::{
     classify, pattern, read_plan, shapes, ImporterReport, Read, RevStep, ShapeResult, DEV_NODE, MODULE_FILE,
@@ -14,23 +14,32 @@ use kernel_lab::importer::{
 use kernel_lab::revocation::{Action, ImporterState, RevocationBackend};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-/// The fixture's device node.
-struct Fixture(File);
+/// An open file of the fixture's device node: one attachment.
+pub(crate) struct Fixture(File);
 
 /// A map's answer and the DMA entries it copied.
 type Mapped = (Box<NrlabMap>, Vec<(u64, u64)>);
 
 impl Fixture {
+    /// Opens another file of the fixture (another attachment slot).
+    pub(crate) fn open() -> GResult<Self> {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(DEV_NODE)
+            .map(Fixture)
+            .map_err(|e| format!("open {DEV_NODE}: {e}"))
+    }
     /// One ioctl: `arg` goes in, the fixture's answer comes back in it.
     fn call<T: IntoBytes + FromBytes>(&self, code: u32, name: &str, mut arg: Box<T>) -> GResult<Box<T>> {
         uapi::ioctl::ioctl_iowr(self.0.as_fd(), code, arg.as_mut_bytes()).map_err(|e| format!("{name}: {e}"))?;
         Ok(arg)
     }
-    fn attach(&self, fd: i32) -> GResult<Box<NrlabAttach>> {
+    pub(crate) fn attach(&self, fd: i32) -> GResult<Box<NrlabAttach>> {
         self.call(NRLAB_IOCTL_ATTACH, "NRLAB_IOCTL_ATTACH", Box::new(NrlabAttach { fd, ..Default::default() }))
     }
     /// Maps and keeps the mapping; the copied DMA entries.
-    fn map_keep(&self) -> GResult<Mapped> {
+    pub(crate) fn map_keep(&self) -> GResult<Mapped> {
         let mut arg = Box::new(NrlabMap::new_zeroed());
         arg.keep = 1;
         let m = self.call(NRLAB_IOCTL_MAP, "NRLAB_IOCTL_MAP", arg)?;
@@ -44,7 +53,7 @@ impl Fixture {
     fn status(&self) -> GResult<NrlabStatus> {
         self.status_op(NRLAB_IOCTL_STATUS, "NRLAB_IOCTL_STATUS")
     }
-    fn detach(&self) -> GResult<NrlabStatus> {
+    pub(crate) fn detach(&self) -> GResult<NrlabStatus> {
         self.status_op(NRLAB_IOCTL_DETACH, "NRLAB_IOCTL_DETACH")
     }
     /// edu's read of `len` bytes at `addr`: the status and the bytes.
@@ -55,6 +64,18 @@ impl Fixture {
         let d = self.call(NRLAB_IOCTL_DMA, "NRLAB_IOCTL_DMA", arg)?;
         let n = (len as usize).min(MAX_DMA);
         Ok((d.st.err, d.data.get(..n).unwrap_or_default().to_vec()))
+    }
+    /// edu reads each (DMA address, bytes) chunk into consecutive bytes:
+    /// the status and the bytes.
+    pub(crate) fn gather(&self, chunks: &[(u64, u32)]) -> GResult<(i32, Vec<u8>)> {
+        let mut arg = Box::new(NrlabGather::new_zeroed());
+        arg.count = chunks.len() as u32;
+        for (slot, &(addr, len)) in arg.src.iter_mut().zip(chunks) {
+            *slot = NrlabEntry { addr, len: u64::from(len) };
+        }
+        let n: usize = chunks.iter().map(|c| c.1 as usize).sum();
+        let g = self.call(NRLAB_IOCTL_GATHER, "NRLAB_IOCTL_GATHER", arg)?;
+        Ok((g.st.err, g.data.get(..n.min(GATHER_BYTES)).unwrap_or_default().to_vec()))
     }
     fn distance(&self, provider: u64) -> GResult<NrlabDistance> {
         let arg = Box::new(NrlabDistance { provider, ..Default::default() });
@@ -99,7 +120,7 @@ pub fn dmesg() -> Vec<String> {
     out
 }
 
-fn get_ranges(dev: &Device, region: u32, ranges: &[(u64, u64)]) -> Result<OwnedFd, String> {
+pub(crate) fn get_ranges(dev: &Device, region: u32, ranges: &[(u64, u64)]) -> Result<OwnedFd, String> {
     let ranges: Vec<uapi::DmaRange> = ranges.iter().map(|&(o, l)| uapi::DmaRange::new(o, l)).collect();
     crate::export(dev, region, O_RDWR_CLOEXEC, &ranges)
 }
@@ -172,6 +193,86 @@ fn run_shape(dev: &Device, region: u32, region_off: u64, fx: &Fixture, ranges: &
 
 use std::os::fd::AsRawFd;
 
+/// The importer lab's guest, set up: ivshmem on vfio-pci, edu on the
+/// fixture, the vfio device open.
+pub(crate) struct Lab {
+    /// edu's BDF.
+    pub edu: String,
+    /// IOMMU groups: bdf -> members.
+    pub groups: Vec<(String, String)>,
+    /// The fixture's first file.
+    pub fx: Fixture,
+    /// `domain << 16 | bus << 8 | devfn` of ivshmem, the fixture's provider id.
+    pub id: u64,
+    /// `pci_p2pdma_distance(ivshmem, edu)`, or the errno.
+    pub distance: i32,
+    /// Kept open for the device's life.
+    pub _container: Container,
+    /// Kept open for the device's life.
+    pub _group: Group,
+    /// ivshmem's vfio device (None once closed by the revocation sequence).
+    pub dev: Option<Device>,
+    /// ivshmem as bound.
+    pub info: DeviceInfo,
+    /// BAR2's region offset in the device fd.
+    pub region_off: u64,
+    /// BAR2.
+    pub bar: kernel_lab::proto::BarInfo,
+}
+
+/// Binds, loads and opens what every importer-side mode needs.
+pub(crate) fn setup() -> GResult<Lab> {
+    load_modules()?;
+    let ivs = find_pci("0x1af4", "0x1110").ok_or("no ivshmem-plain")?;
+    let edu = find_pci("0x1234", "0x11e8").ok_or("no edu")?;
+    // ivshmem to vfio-pci; edu stays out of vfio.
+    let d = format!("/sys/bus/pci/devices/{ivs}");
+    bind_vfio_pci(&ivs)?;
+    let groups = [&ivs, &edu]
+        .iter()
+        .map(|b| (b.to_string(), group_of(b).map(|g| g.1).unwrap_or_else(|| "no iommu group".into())))
+        .collect();
+    // The fixture binds edu at load.
+    let path = format!("/lib/modules/{MODULE_FILE}");
+    let f = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+    nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty())
+        .map_err(|e| format!("finit_module(nrlab_importer): {e}"))?;
+    let fx = Fixture::open().map_err(|e| format!("{e} (did the fixture bind edu {edu}?)"))?;
+    // pci_p2pdma_distance(ivshmem, edu): also prints the kernel's lines.
+    let id = {
+        let p: Vec<&str> = ivs.split([':', '.']).collect();
+        let h = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
+        (h(p[0]) << 16) | (h(p[1]) << 8) | (h(p[2]) << 3) | h(p[3])
+    };
+    let dist = fx.distance(id)?;
+    let distance = if dist.st.err == 0 { dist.distance } else { dist.st.err };
+
+    let (g, _) = group_of(&ivs).ok_or_else(|| format!("{ivs} has no iommu group"))?;
+    let container = Container::open().map_err(|e| format!("open /dev/vfio/vfio: {e}"))?;
+    let (group, dev) = open_vfio_device(&container, &ivs, g, true).map_err(|e| match e {
+        // The multifunction topologies' finding (FINDINGS F5).
+        VfioOpenError::SetContainer(_) => format!("{} (group {g} not viable: edu shares it?)", e.describe(&ivs)),
+        _ => e.describe(&ivs),
+    })?;
+    let bars = parse_resource(&sysfs(&format!("{d}/resource"))?).map_err(|e| format!("{ivs}: {e}"))?;
+    let bar = bars.iter().find(|b| b.index == 2).copied().ok_or("ivshmem has no BAR2")?;
+    let info = DeviceInfo { name: "ivshmem-plain".into(), bdf: ivs.clone(), group: g, page_size: 4096, bars };
+    let region_off = dev.region_info(2).map_err(|e| format!("region info 2: {e}"))?.offset;
+    Ok(Lab {
+        edu,
+        groups,
+        fx,
+        id,
+        distance,
+        _container: container,
+        _group: group,
+        dev: Some(dev),
+        info,
+        region_off,
+        bar,
+    })
+}
+
 pub fn run(rep: &mut ImporterReport) -> GResult<()> {
     let cmdline = fs::read_to_string("/proc/cmdline").map_err(|e| format!("read /proc/cmdline: {e}"))?;
     rep.topology =
@@ -181,57 +282,15 @@ pub fn run(rep: &mut ImporterReport) -> GResult<()> {
         .find_map(|w| w.strip_prefix("nrlab.shapes="))
         .map(|s| s.split(',').map(String::from).collect());
     let revoke = cmdline_u64(&cmdline, "revoke", 1)? != 0;
-    load_modules()?;
-    let ivs = find_pci("0x1af4", "0x1110").ok_or("no ivshmem-plain")?;
-    let edu = find_pci("0x1234", "0x11e8").ok_or("no edu")?;
-    rep.edu_bdf = edu.clone();
-    // ivshmem to vfio-pci; edu stays out of vfio.
-    let d = format!("/sys/bus/pci/devices/{ivs}");
-    bind_vfio_pci(&ivs)?;
-    for b in [&ivs, &edu] {
-        rep.groups.push((b.to_string(), group_of(b).map(|g| g.1).unwrap_or_else(|| "no iommu group".into())));
-    }
-    // The fixture binds edu at load.
-    let path = format!("/lib/modules/{MODULE_FILE}");
-    let f = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
-    nix::kmod::finit_module(&f, c"", nix::kmod::ModuleInitFlags::empty())
-        .map_err(|e| format!("finit_module(nrlab_importer): {e}"))?;
-    let fx = Fixture(
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(DEV_NODE)
-            .map_err(|e| format!("open {DEV_NODE}: {e} (did the fixture bind edu {edu}?)"))?,
-    );
-    // pci_p2pdma_distance(ivshmem, edu): also prints the kernel's lines.
-    let id = {
-        let p: Vec<&str> = ivs.split([':', '.']).collect();
-        let h = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
-        (h(p[0]) << 16) | (h(p[1]) << 8) | (h(p[2]) << 3) | h(p[3])
-    };
-    let dist = fx.distance(id)?;
-    rep.distance = Some(if dist.st.err == 0 { dist.distance } else { dist.st.err });
-
-    let (g, _) = group_of(&ivs).ok_or_else(|| format!("{ivs} has no iommu group"))?;
-    let container = Container::open().map_err(|e| format!("open /dev/vfio/vfio: {e}"))?;
-    let (_group, dev) = open_vfio_device(&container, &ivs, g, true).map_err(|e| match e {
-        // The multifunction topologies' finding (FINDINGS F5).
-        VfioOpenError::SetContainer(_) => format!("{} (group {g} not viable: edu shares it?)", e.describe(&ivs)),
-        _ => e.describe(&ivs),
-    })?;
-    let mut dev = Some(dev);
-    let bars = parse_resource(&sysfs(&format!("{d}/resource"))?).map_err(|e| format!("{ivs}: {e}"))?;
-    let page_size = 4096;
-    rep.ivshmem = Some(DeviceInfo { name: "ivshmem-plain".into(), bdf: ivs.clone(), group: g, page_size, bars });
-    let bar = rep
-        .ivshmem
-        .as_ref()
-        .and_then(|i| i.bars.iter().find(|b| b.index == 2).copied())
-        .ok_or("ivshmem has no BAR2")?;
-    let dv = dev.as_ref().expect("opened");
-    let region_off = dv.region_info(2).map_err(|e| format!("region info 2: {e}"))?.offset;
+    let mut lab = setup()?;
+    rep.edu_bdf = lab.edu.clone();
+    rep.groups = lab.groups.clone();
+    rep.distance = Some(lab.distance);
+    rep.ivshmem = Some(lab.info.clone());
+    let (fx, id, region_off, bar) = (&lab.fx, lab.id, lab.region_off, lab.bar);
+    let dv = lab.dev.as_ref().expect("opened");
     for sh in shapes(bar.len, only.as_deref()) {
-        let mut r = run_shape(dv, 2, region_off, &fx, &sh.ranges);
+        let mut r = run_shape(dv, 2, region_off, fx, &sh.ranges);
         r.name = sh.name.clone();
         println!(
             "nr-ranges-guest: shape {}: export {} attach {:?} map {:?} entries {:x?}",
@@ -270,7 +329,7 @@ pub fn run(rep: &mut ImporterReport) -> GResult<()> {
         }
     }
     if revoke {
-        revocation(&mut dev, region_off, &fx, &mut rep.rev);
+        revocation(&mut lab.dev, region_off, &lab.fx, &mut rep.rev);
     }
     Ok(())
 }

@@ -10,7 +10,8 @@
 //!
 //! Modules: [`vfio`] (binding, the one VFIO open sequence, exports),
 //! [`batch`] (the lab's devices and the seeded batch), [`scenarios`],
-//! [`importer_mode`] (`nrlab.mode=importer`), [`stream`] (the
+//! [`importer_mode`] (`nrlab.mode=importer`), [`framebuffer_mode`]
+//! (`nrlab.mode=framebuffer`), [`stream`] (the
 //! virtio-serial report).
 
 use std::ffi::CString;
@@ -36,6 +37,7 @@ pub(crate) type GResult<T> = Result<T, String>;
 mod batch;
 mod buddy_mode;
 mod fault_mode;
+mod framebuffer_mode;
 mod importer_mode;
 mod sanitizer;
 mod scenarios;
@@ -60,6 +62,11 @@ fn main() {
     }
     if cmdline.split_whitespace().any(|w| w == "nrlab.mode=buddy") {
         return buddy_mode::main(report.kernel);
+    }
+    // Before importer: the framebuffer machine is the importer lab's, with
+    // both words on its command line.
+    if cmdline.split_whitespace().any(|w| w == "nrlab.mode=framebuffer") {
+        return framebuffer_mode::main(report.kernel);
     }
     if cmdline.split_whitespace().any(|w| w == "nrlab.mode=importer") {
         let mut rep = kernel_lab::importer::ImporterReport { kernel: report.kernel.clone(), ..Default::default() };
