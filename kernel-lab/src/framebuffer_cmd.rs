@@ -19,7 +19,7 @@ pub struct FramebufferArgs {
     kernel: Option<String>,
     /// The placements (JSON, `kernel_lab::framebuffer::FbPlacement`s):
     /// written by `rfc --real-allocator` from the kernel's gpu_buddy.
-    #[arg(long, default_value = "rfc/evidence/framebuffer-e2e/placements.json")]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../rfc/evidence/framebuffer-e2e/placements.json"))]
     placements: PathBuf,
     /// Only these placements (comma-separated names); default all.
     #[arg(long, value_delimiter = ',')]

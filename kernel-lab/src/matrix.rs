@@ -22,11 +22,13 @@ pub enum Part {
     Selftest,
     /// The fault sweep against kmod-shim (`kernel-lab fault-sweep`).
     Fault,
+    /// Scattered framebuffers end to end (`kernel-lab framebuffer`).
+    Framebuffer,
 }
 
 impl Part {
     /// Every part, in report order.
-    pub const ALL: [Part; 4] = [Part::Conformance, Part::Importer, Part::Selftest, Part::Fault];
+    pub const ALL: [Part; 5] = [Part::Conformance, Part::Importer, Part::Selftest, Part::Fault, Part::Framebuffer];
 
     /// The part's name in file names and tables.
     pub const fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Part {
             Part::Importer => "importer",
             Part::Selftest => "selftest",
             Part::Fault => "fault",
+            Part::Framebuffer => "framebuffer",
         }
     }
 }
@@ -71,6 +74,7 @@ impl PartRun {
                 .map(|(n, site)| format!("kmemleak: {n} objects from {site}"))
                 .chain(f.sanitizer.iter().cloned())
                 .collect(),
+            Some(Summary::Framebuffer(f)) => f.sanitizer.iter().map(|(t, l)| format!("{t}: {l}")).collect(),
             None => Vec::new(),
         }
     }
@@ -87,6 +91,76 @@ pub enum Summary {
     Selftest(SelftestSummary),
     /// The fault sweep.
     Fault(FaultSummary),
+    /// The framebuffers.
+    Framebuffer(FramebufferSummary),
+}
+
+/// The framebuffer lab on one kernel, in short.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FramebufferSummary {
+    /// One row per (topology, framebuffer).
+    pub rows: Vec<crate::framebuffer::host::FbRow>,
+    /// Topologies that could not run: (topology, error).
+    pub errors: Vec<(String, String)>,
+    /// Sanitizer report lines: (topology, line).
+    pub sanitizer: Vec<(String, String)>,
+    /// Unexplained disagreements with kmod-shim.
+    pub unexplained: usize,
+}
+
+impl FramebufferSummary {
+    /// One line: per path, the framebuffers read intact as one dma-buf
+    /// and as one dma-buf per range.
+    pub fn line(&self) -> String {
+        use crate::importer::Expect;
+        let per_path: Vec<String> =
+            [(Expect::IovaPath, "IOVA"), (Expect::PerRangeDirect, "dma-direct"), (Expect::BusAddr, "BUS_ADDR")]
+                .iter()
+                .filter_map(|&(p, name)| {
+                    let rows: Vec<_> = self.rows.iter().filter(|r| r.path == p).collect();
+                    if rows.is_empty() {
+                        return None;
+                    }
+                    let intact = rows.iter().filter(|r| r.map == "0" && r.reads > 0 && r.reads_ok == r.reads).count();
+                    let w = rows
+                        .iter()
+                        .filter(|r| r.workaround_reads > 0 && r.workaround_reads_ok == r.workaround_reads)
+                        .count();
+                    let errs: std::collections::BTreeSet<&str> =
+                        rows.iter().filter(|r| r.map != "0").map(|r| r.map.as_str()).collect();
+                    let errs = if errs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", errs.into_iter().collect::<Vec<_>>().join("/"))
+                    };
+                    Some(format!(
+                        "{name}: {intact} of {} framebuffers intact as one dma-buf{errs}, {w} as one per range",
+                        rows.len()
+                    ))
+                })
+                .collect();
+        format!("{}; {} unexplained; {} topology errors", per_path.join("; "), self.unexplained, self.errors.len())
+    }
+
+    /// The summary of a framebuffer report.
+    pub fn of(r: &crate::framebuffer::host::FbLabReport) -> Self {
+        let mut errors = Vec::new();
+        let mut sanitizer = Vec::new();
+        for t in &r.topologies {
+            if let Some(e) = &t.error {
+                errors.push((t.topology.name.clone(), e.clone()));
+            }
+            for l in t.guest.iter().flat_map(|g| &g.sanitizer).filter(|l| crate::sanitizer::is_report(l)) {
+                sanitizer.push((t.topology.name.clone(), l.clone()));
+            }
+        }
+        Self {
+            rows: crate::framebuffer::host::rows(r),
+            errors,
+            sanitizer,
+            unexplained: r.topologies.iter().map(|t| t.unexplained).sum(),
+        }
+    }
 }
 
 /// The fault sweep on one kernel, in short.
@@ -373,6 +447,7 @@ impl MatrixReport {
                         }
                     )
                 }
+                Some(Summary::Framebuffer(f)) => f.line(),
                 Some(Summary::Importer(i)) => {
                     let mapped = i.shapes.iter().filter(|s| s.map == "0").count();
                     let intact = i.shapes.iter().filter(|s| s.map == "0" && s.reads_ok == s.reads).count();
@@ -405,6 +480,23 @@ impl MatrixReport {
             }
         }
         md.push_str(&self.shapes_table());
+        let fb: Vec<crate::framebuffer::host::FbRow> = self
+            .runs
+            .iter()
+            .filter_map(|r| match &r.summary {
+                Some(Summary::Framebuffer(f)) => Some(f.rows.iter().map(|x| {
+                    let mut x = x.clone();
+                    x.kernel.clone_from(&r.kernel);
+                    x
+                })),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if !fb.is_empty() {
+            md.push_str("\n## Framebuffers\n\n");
+            md.push_str(&crate::framebuffer::host::table(&fb));
+        }
         let _ = writeln!(md, "\nWall time: {:.0} s.", self.wall_seconds);
         md
     }

@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use kernel_lab::framebuffer::host::FbLabReport;
 use kernel_lab::host::{self, progress, LabError};
 use kernel_lab::lab_kernel::{self, LabVariant};
 use kernel_lab::matrix::{
-    ConformanceSummary, FaultSummary, ImporterSummary, MatrixReport, Part, PartRun, SelftestSummary, Summary,
+    ConformanceSummary, FaultSummary, FramebufferSummary, ImporterSummary, MatrixReport, Part, PartRun,
+    SelftestSummary, Summary,
 };
 use kernel_lab::report::{ConformanceReport, FaultSweepReport, ImporterLabReport, SelftestReport};
 
@@ -19,7 +21,8 @@ pub struct MatrixArgs {
     #[arg(long, value_delimiter = ',', default_value = "7.2.13,lab-shipped,lab-patched,6.12")]
     kernels: Vec<String>,
     /// CI size: 2,000 conformance cases, the one IOVA topology, no
-    /// selftest breakages.
+    /// selftest breakages, the fault sweep's quick set, one framebuffer
+    /// (4K at 90%) on the IOVA path.
     #[arg(long)]
     quick: bool,
     /// Conformance cases per kernel (default 20,000; 2,000 with --quick).
@@ -29,7 +32,7 @@ pub struct MatrixArgs {
     #[arg(long)]
     topology: Option<String>,
     /// Only these parts (comma-separated: conformance, selftest, importer,
-    /// fault; `none` re-renders the report from the kept runs);
+    /// fault, framebuffer; `none` re-renders the report from the kept runs);
     /// the other parts' runs are kept from an existing matrix.json in
     /// --out, so one part can be re-run or added.
     #[arg(long, value_delimiter = ',')]
@@ -88,6 +91,7 @@ fn summarize(part: Part, report: &Path) -> Option<Summary> {
         Part::Importer => read::<ImporterLabReport>(report).map(|r| Summary::Importer(ImporterSummary::of(&r))),
         Part::Selftest => read::<SelftestReport>(report).map(|r| Summary::Selftest(SelftestSummary::of(&r))),
         Part::Fault => read::<FaultSweepReport>(report).map(|r| Summary::Fault(FaultSummary::of(&r))),
+        Part::Framebuffer => read::<FbLabReport>(report).map(|r| Summary::Framebuffer(FramebufferSummary::of(&r))),
     }
 }
 
@@ -156,6 +160,12 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
             fault.push("--quick".into());
         }
         runs.extend(run_part(Part::Fault, fault)?);
+        let mut fb = vec!["framebuffer".into(), "--kernel".into(), k.clone()];
+        if a.quick {
+            // The acceptance case on the IOVA path.
+            fb.extend(["--only", "8GiB-4k-900-0/4K", "--topology", "rc-epyc-iova-large"].map(String::from));
+        }
+        runs.extend(run_part(Part::Framebuffer, fb)?);
     }
     let mut kernels = a.kernels.clone();
     if let Some(prev) = &previous {

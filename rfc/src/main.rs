@@ -81,6 +81,10 @@ struct Args {
     /// With --real-allocator: only the framebuffer end to end (not the sweep).
     #[arg(long)]
     e2e_only: bool,
+    /// With --real-allocator: the end to end from the reports an earlier
+    /// run left in target/framebuffer-e2e/ (no QEMU).
+    #[arg(long)]
+    e2e_reuse: bool,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -149,6 +153,7 @@ fn run_real_allocator(args: &Args) -> Result<(), Error> {
         allocator_kernel: &args.real_kernel,
         kernels: &args.e2e_kernels,
         only: args.quick.then_some(rfc::fb_e2e::ACCEPTANCE),
+        reuse: args.e2e_reuse,
     };
     println!("{}", rfc::fb_e2e::generate(&e)?);
     println!("written: {}/framebuffer-e2e/{{placements.json,e2e.json,e2e.md}}", out.display());
@@ -316,6 +321,7 @@ fn run(args: &Args) -> Result<(), Error> {
     write(&out, "kernel.md", &format!("# What the real kernel does\n\n{kernel_md}"))?;
     let defects = defects_md(&f);
     let lab_matrix = lab_matrix_md(&root);
+    let fb_e2e = fb_e2e_md(&root);
     let summary = summary_md(&f, &cfg, &plot_files);
     write(&out, "summary.md", &format!("# Summary\n\n{summary}"))?;
 
@@ -330,6 +336,7 @@ fn run(args: &Args) -> Result<(), Error> {
         ("alternatives", alt.as_str()),
         ("defects", defects.as_str()),
         ("labkernels", lab_matrix.as_str()),
+        ("fbe2e", fb_e2e.as_str()),
         ("properties", props_md.as_str()),
     ] {
         doc = report::replace_section(&doc, name, body)?;
@@ -509,6 +516,20 @@ fn importer_md(root: &std::path::Path) -> String {
 /// The lab kernels' matrix (`rfc/evidence/lab-matrix/matrix.json`, written
 /// by `kernel-lab matrix`): the same parts on Debian's 7.2.13, the lab
 /// build as shipped and the lab build with the fix series, side by side.
+/// RFC.md's end-to-end section, from the committed framebuffer run.
+fn fb_e2e_md(root: &std::path::Path) -> String {
+    let path = root.join("rfc/evidence/framebuffer-e2e/e2e.json");
+    let rows: Option<Vec<kernel_lab::framebuffer::host::FbRow>> =
+        std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
+    match rows {
+        Some(rows) => rfc::fb_e2e::rfc_section(&rows),
+        None => format!(
+            "No end-to-end framebuffer run at {}: run `cargo run --release -p rfc -- --real-allocator`.\n",
+            path.display()
+        ),
+    }
+}
+
 fn lab_matrix_md(root: &std::path::Path) -> String {
     use kernel_lab::matrix::{MatrixReport, Part, Summary};
     let path = root.join("rfc/evidence/lab-matrix/matrix.json");
@@ -596,6 +617,7 @@ fn lab_cell(s: &kernel_lab::matrix::Summary) -> String {
                 )
             }
         }
+        Summary::Framebuffer(f) => f.line(),
         Summary::Conformance(_) | Summary::Importer(_) => String::new(),
     }
 }

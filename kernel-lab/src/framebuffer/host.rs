@@ -197,6 +197,8 @@ pub struct FbRow {
     pub workaround_spans: usize,
     /// Workaround: samples intact.
     pub workaround_reads_ok: usize,
+    /// Workaround: samples read.
+    pub workaround_reads: usize,
     /// Guest seconds, export to mapping: one dma-buf.
     pub setup_seconds: f64,
     /// The same for the workaround.
@@ -242,6 +244,7 @@ pub fn rows(rep: &FbLabReport) -> Vec<FbRow> {
                 workaround_mapped: w.mapped,
                 workaround_spans: w.spans,
                 workaround_reads_ok: w.reads.iter().filter(|r| r.result == "ok").count(),
+                workaround_reads: w.reads.len(),
                 setup_seconds: m.setup_seconds,
                 workaround_setup_seconds: w.setup_seconds,
                 unexplained,
@@ -286,7 +289,7 @@ pub fn table(rows: &[FbRow]) -> String {
             r.nr_ranges,
             r.workaround_spans,
             r.workaround_reads_ok,
-            r.reads,
+            r.workaround_reads,
             if r.unexplained == 0 { "agrees".to_string() } else { format!("**{} unexplained**", r.unexplained) },
         );
     }
@@ -309,7 +312,12 @@ pub fn markdown(rep: &FbLabReport) -> String {
             let _ = writeln!(s, "**error**: {e}\n");
         }
         if let Some(g) = &t.guest {
-            for l in &g.sanitizer {
+            // kmemleak's objects counted, the other report lines as they are.
+            let leaks = g.sanitizer.iter().filter(|l| l.contains("unreferenced object")).count();
+            if leaks > 0 {
+                let _ = writeln!(s, "- sanitizer: kmemleak reports {leaks} unreferenced objects");
+            }
+            for l in g.sanitizer.iter().filter(|l| !l.contains("unreferenced object")).take(20) {
                 let _ = writeln!(s, "- sanitizer: `{l}`");
             }
             for c in &g.cases {
