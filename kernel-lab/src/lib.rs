@@ -19,6 +19,9 @@
 //!   kmod-shim through one trait.
 //! - [`fault`]: the fault sweep (fail-nth and kprobe overrides inside the
 //!   export and the importer's map, on lab kernels) against kmod-shim.
+//! - [`iommufd`]: the iommufd lab (the vfio cdev bound to an iommufd,
+//!   dma-bufs mapped with `IOMMU_IOAS_MAP_FILE`, QEMU's requests), its cases
+//!   run on the guest and on kmod-shim's iommufd model through one trait.
 //! - [`patches`]: the kernel patch series against Debian's 7.2.13 source
 //!   (applies, checkpatch-clean).
 //! - [`matrix`]: `kernel-lab matrix`'s report: every part on every kernel.
@@ -37,6 +40,7 @@ pub mod fault;
 pub mod host;
 pub mod importer;
 pub mod initramfs;
+pub mod iommufd;
 pub mod lab_kernel;
 pub mod matrix;
 pub mod patches;

@@ -80,6 +80,13 @@ enum Sub {
     /// sanitizer report on lab-patched; a kernel without fault injection
     /// exits 0 with that verdict.
     FaultSweep(fault_cmd::FaultArgs),
+    /// The iommufd lab: ivshmem-plain through its vfio device cdev, bound
+    /// to an iommufd; dma-bufs mapped with IOMMU_IOAS_MAP_FILE (one range,
+    /// several, revocation while mapped, QEMU's sparse-mmap requests), each
+    /// step compared with kmod-shim's iommufd model. Exit 1 on a
+    /// disagreement; a kernel without iommufd or the cdev exits 0 with
+    /// "not available".
+    Iommufd(iommufd_cmd::IommufdArgs),
     /// Prints the include directory of a Debian linux-libc-dev >= 6.19 (the
     /// <linux/vfio.h> uapi/tests/kernel_header.rs checks against): the newest
     /// cached, else downloaded from the Debian mirror of the machine's apt
@@ -158,6 +165,7 @@ enum Sub {
 mod buddy_cmd;
 mod fault_cmd;
 mod importer_cmd;
+mod iommufd_cmd;
 mod matrix_cmd;
 mod selftest_cmd;
 
@@ -231,6 +239,15 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::from(1),
             Err(e) => {
                 eprintln!("kernel-lab importer: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Sub::Iommufd(a)) = &args.cmd {
+        return match iommufd_cmd::run(a) {
+            Ok(rep) => ExitCode::from(rep.exit_code() as u8),
+            Err(e) => {
+                eprintln!("kernel-lab iommufd: error: {e}");
                 ExitCode::from(2)
             }
         };

@@ -22,11 +22,13 @@ pub enum Part {
     Selftest,
     /// The fault sweep against kmod-shim (`kernel-lab fault-sweep`).
     Fault,
+    /// iommufd's MAP_FILE of dma-bufs against kmod-shim (`kernel-lab iommufd`).
+    Iommufd,
 }
 
 impl Part {
     /// Every part, in report order.
-    pub const ALL: [Part; 4] = [Part::Conformance, Part::Importer, Part::Selftest, Part::Fault];
+    pub const ALL: [Part; 5] = [Part::Conformance, Part::Importer, Part::Selftest, Part::Fault, Part::Iommufd];
 
     /// The part's name in file names and tables.
     pub const fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Part {
             Part::Importer => "importer",
             Part::Selftest => "selftest",
             Part::Fault => "fault",
+            Part::Iommufd => "iommufd",
         }
     }
 }
@@ -71,6 +74,7 @@ impl PartRun {
                 .map(|(n, site)| format!("kmemleak: {n} objects from {site}"))
                 .chain(f.sanitizer.iter().cloned())
                 .collect(),
+            Some(Summary::Iommufd(i)) => i.sanitizer.clone(),
             None => Vec::new(),
         }
     }
@@ -87,6 +91,42 @@ pub enum Summary {
     Selftest(SelftestSummary),
     /// The fault sweep.
     Fault(FaultSummary),
+    /// The iommufd lab.
+    Iommufd(IommufdSummary),
+}
+
+/// The iommufd lab on one kernel, in short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IommufdSummary {
+    /// `ran`, `not available: ...` or `error: ...`.
+    pub verdict: String,
+    /// Steps compared.
+    pub steps: usize,
+    /// Steps on which kernel and kmod-shim disagree.
+    pub disagreements: usize,
+    /// The first MAP_FILE answer of each case, as the kernel gave it.
+    pub outcomes: Vec<(String, String)>,
+    /// Sanitizer lines.
+    pub sanitizer: Vec<String>,
+}
+
+impl IommufdSummary {
+    /// The summary of an iommufd report.
+    pub fn of(r: &crate::iommufd::IommufdLabReport) -> Self {
+        let mut outcomes: Vec<(String, String)> = Vec::new();
+        for c in r.checks.iter().filter(|c| c.op.starts_with("MAP_FILE")) {
+            if !outcomes.iter().any(|(case, _)| *case == c.case) {
+                outcomes.push((c.case.clone(), c.kernel.clone()));
+            }
+        }
+        Self {
+            verdict: r.verdict.clone(),
+            steps: r.checks.len(),
+            disagreements: r.disagreements,
+            outcomes,
+            sanitizer: r.guest.sanitizer.clone(),
+        }
+    }
 }
 
 /// The fault sweep on one kernel, in short.
@@ -352,6 +392,16 @@ impl MatrixReport {
                         if defects.is_empty() { "-".to_string() } else { defects.join("; ") },
                         f.failures,
                         f.shim_fidelity
+                    )
+                }
+                Some(Summary::Iommufd(i)) => {
+                    let outcomes: Vec<String> = i.outcomes.iter().map(|(c, a)| format!("{c}: {a}")).collect();
+                    format!(
+                        "{}; {} steps, {} disagreements with kmod-shim; first MAP_FILE per case: {}",
+                        i.verdict,
+                        i.steps,
+                        i.disagreements,
+                        if outcomes.is_empty() { "-".to_string() } else { outcomes.join("; ") }
                     )
                 }
                 Some(Summary::Selftest(t)) => {

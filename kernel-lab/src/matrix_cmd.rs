@@ -8,7 +8,8 @@ use std::time::Instant;
 use kernel_lab::host::{self, progress, LabError};
 use kernel_lab::lab_kernel::{self, LabVariant};
 use kernel_lab::matrix::{
-    ConformanceSummary, FaultSummary, ImporterSummary, MatrixReport, Part, PartRun, SelftestSummary, Summary,
+    ConformanceSummary, FaultSummary, ImporterSummary, IommufdSummary, MatrixReport, Part, PartRun, SelftestSummary,
+    Summary,
 };
 use kernel_lab::report::{ConformanceReport, FaultSweepReport, ImporterLabReport, SelftestReport};
 
@@ -29,7 +30,7 @@ pub struct MatrixArgs {
     #[arg(long)]
     topology: Option<String>,
     /// Only these parts (comma-separated: conformance, selftest, importer,
-    /// fault; `none` re-renders the report from the kept runs);
+    /// fault, iommufd; `none` re-renders the report from the kept runs);
     /// the other parts' runs are kept from an existing matrix.json in
     /// --out, so one part can be re-run or added.
     #[arg(long, value_delimiter = ',')]
@@ -88,6 +89,9 @@ fn summarize(part: Part, report: &Path) -> Option<Summary> {
         Part::Importer => read::<ImporterLabReport>(report).map(|r| Summary::Importer(ImporterSummary::of(&r))),
         Part::Selftest => read::<SelftestReport>(report).map(|r| Summary::Selftest(SelftestSummary::of(&r))),
         Part::Fault => read::<FaultSweepReport>(report).map(|r| Summary::Fault(FaultSummary::of(&r))),
+        Part::Iommufd => {
+            read::<kernel_lab::iommufd::IommufdLabReport>(report).map(|r| Summary::Iommufd(IommufdSummary::of(&r)))
+        }
     }
 }
 
@@ -156,6 +160,7 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
             fault.push("--quick".into());
         }
         runs.extend(run_part(Part::Fault, fault)?);
+        runs.extend(run_part(Part::Iommufd, vec!["iommufd".into(), "--kernel".into(), k.clone()])?);
     }
     let mut kernels = a.kernels.clone();
     if let Some(prev) = &previous {

@@ -573,7 +573,7 @@ fn lab_cell(s: &kernel_lab::matrix::Summary) -> String {
                 )
             }
         }
-        Summary::Conformance(_) | Summary::Importer(_) => String::new(),
+        Summary::Conformance(_) | Summary::Importer(_) | Summary::Iommufd(_) => String::new(),
     }
 }
 
