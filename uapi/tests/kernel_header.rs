@@ -1,7 +1,8 @@
 //! The uapi layout checked against the real kernel header.
 //!
 //! `tests/c/layout_probe.c` is compiled against a `<linux/vfio.h>` that has
-//! `VFIO_DEVICE_FEATURE_DMA_BUF` (Linux >= 6.19) and prints, one `NAME VALUE`
+//! `VFIO_DEVICE_FEATURE_DMA_BUF` (Linux >= 6.19), with its `<linux/iommufd.h>`
+//! (the vfio cdev and IOAS arguments), and prints, one `NAME VALUE`
 //! line each, the sizes, offsets and alignments of the structs, the values of
 //! the constants and ioctl codes, and the bytes of sample requests built with
 //! the C structs. This test computes the same lines from the Rust types and

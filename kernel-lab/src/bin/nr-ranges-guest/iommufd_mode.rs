@@ -96,14 +96,22 @@ fn setup_step(op: &str, r: Result<String, Errno>) -> Step {
     Step { case: "setup".into(), op: op.into(), errno, translated: None, note }
 }
 
-/// The cdev of a device bound to vfio-pci: `/dev/vfio/devices/vfioN`, from
-/// its sysfs `vfio-dev/` directory.
-fn cdev_of(bdf: &str) -> Option<String> {
-    let dir = fs::read_dir(format!("/sys/bus/pci/devices/{bdf}/vfio-dev")).ok()?;
-    dir.flatten()
+/// The cdev of a device bound to vfio-pci: `/dev/vfio/devices/vfioN`, named
+/// by its sysfs `vfio-dev/` entry (which exists without the cdev too), if
+/// devtmpfs has the node.
+fn cdev_of(bdf: &str) -> Result<String, String> {
+    let sys = format!("/sys/bus/pci/devices/{bdf}/vfio-dev");
+    let dir = fs::read_dir(&sys).map_err(|e| format!("{sys}: {e}"))?;
+    let name = dir
+        .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("vfio"))
-        .map(|n| format!("/dev/vfio/devices/{n}"))
+        .ok_or_else(|| format!("nothing in {sys}"))?;
+    let node = format!("/dev/vfio/devices/{name}");
+    match fs::metadata(&node) {
+        Ok(_) => Ok(node),
+        Err(e) => Err(format!("{node}: {e} (CONFIG_VFIO_DEVICE_CDEV)")),
+    }
 }
 
 pub fn main(kernel: String) {
@@ -140,14 +148,19 @@ fn run(rep: &mut IommufdReport) -> GResult<()> {
     rep.bar2 = (bar.start, bar.len);
     bind_vfio_pci(&ivs)?;
 
+    // Both or nothing: the native iommufd path needs /dev/iommu and the
+    // device's cdev (CONFIG_IOMMUFD, CONFIG_VFIO_DEVICE_CDEV).
+    let cdev = cdev_of(&ivs);
+    let mut missing = Vec::new();
     if fs::metadata("/dev/iommu").is_err() {
-        rep.unavailable = Some("no /dev/iommu: iommufd is not built in (or its module not loaded)".into());
-        return Ok(());
+        let module = if fs::metadata("/sys/module/iommufd").is_ok() { "loaded" } else { "absent" };
+        missing.push(format!("no /dev/iommu (CONFIG_IOMMUFD; /sys/module/iommufd {module})"));
     }
-    let Some(cdev) = cdev_of(&ivs) else {
-        rep.unavailable = Some(format!(
-            "no vfio device cdev for {ivs} (no /sys/bus/pci/devices/{ivs}/vfio-dev): VFIO_DEVICE_CDEV off"
-        ));
+    if let Err(e) = &cdev {
+        missing.push(format!("no vfio device cdev: {e}"));
+    }
+    let Some(cdev) = cdev.ok().filter(|_| missing.is_empty()) else {
+        rep.unavailable = Some(missing.join("; "));
         return Ok(());
     };
     rep.cdev = cdev.clone();
