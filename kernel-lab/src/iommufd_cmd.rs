@@ -29,12 +29,14 @@ pub struct IommufdArgs {
 }
 
 /// The machine: the selftest's (ivshmem-plain behind a root port, QEMU's
-/// intel-iommu), in iommufd mode.
+/// intel-iommu), in iommufd mode, plus an e1000e on the root complex whose
+/// MSI-X BAR shows the region capabilities QEMU reads.
 fn machine(kernel: &Kernel, initramfs: &Path, dir: &Path) -> Qemu {
     Qemu::new(&kernel.vmlinuz(), initramfs, dir)
         .append(&format!("intel_iommu=on {MODE}"))
         .device("pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1")
         .device("ivshmem-plain,memdev=hostmem,bus=rp1")
+        .device("e1000e,bus=pcie.0,addr=0x5")
 }
 
 /// Runs the lab on `a.kernel`; the report and its exit status (see

@@ -50,6 +50,10 @@ pub struct IommufdReport {
     pub msix: Option<qemu::MsixTable>,
     /// The plan both sides run.
     pub plan: Plan,
+    /// A device with an MSI-X table (QEMU's e1000e), its regions as vfio
+    /// reports them and QEMU's areas for each: informational, not compared.
+    #[serde(default)]
+    pub msix_device: Option<MsixDevice>,
     /// Whether the Intel IOMMU debugfs (`domain_translation_struct` of the
     /// device) could be read: translations were checked.
     pub debugfs: Option<String>,
@@ -61,6 +65,23 @@ pub struct IommufdReport {
     pub dmesg: Vec<String>,
     /// Sanitizer reports in the kernel log.
     pub sanitizer: Vec<String>,
+}
+
+/// A second vfio device, with MSI-X, opened through its cdev only to read
+/// what QEMU reads.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MsixDevice {
+    /// QEMU's device model.
+    pub name: String,
+    /// Its address.
+    pub bdf: String,
+    /// Its MSI-X table, from config space.
+    pub msix: Option<qemu::MsixTable>,
+    /// Per memory BAR: index, region facts, QEMU's areas, and QEMU's areas
+    /// were `MSIX_MAPPABLE` absent.
+    pub bars: Vec<(u32, qemu::RegionFacts, Vec<(u64, u64)>, Vec<(u64, u64)>)>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
 }
 
 /// The inputs of the cases, fixed by the guest from the real device.
@@ -422,11 +443,32 @@ impl IommufdLabReport {
         if let Some(d) = &g.debugfs {
             let _ = writeln!(s, "- Intel IOMMU debugfs: {d}");
         }
+        if let Some(d) = &g.msix_device {
+            let err = d.error.as_deref().map(|e| format!("; {e}")).unwrap_or_default();
+            let _ = writeln!(s, "- {} {}: MSI-X table {:?}{err}", d.name, d.bdf, d.msix);
+            for (i, r, mmaps, without) in &d.bars {
+                let _ = writeln!(
+                    s,
+                    "  - BAR{i}: flags {:#x}, size {:#x}, caps {:?}, MSIX_MAPPABLE {}: QEMU's areas {:?} (nr_mmaps {}); \
+                     without MSIX_MAPPABLE {:?}",
+                    r.flags,
+                    r.size,
+                    r.caps,
+                    r.msix_mappable,
+                    mmaps,
+                    mmaps.len(),
+                    without
+                );
+            }
+        }
         for st in &g.setup {
             let _ = writeln!(s, "- setup {}: {} {}", st.op, st.answer(), st.note);
         }
         for l in &g.sanitizer {
             let _ = writeln!(s, "- sanitizer: `{l}`");
+        }
+        if self.checks.is_empty() {
+            return s;
         }
         let _ = writeln!(
             s,

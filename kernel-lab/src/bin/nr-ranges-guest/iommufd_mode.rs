@@ -5,7 +5,7 @@
 
 use crate::*;
 use kernel_lab::iommufd::qemu::{msix_table, qemu_mmaps, region_facts};
-use kernel_lab::iommufd::{run_cases, IommufdBackend, IommufdReport, Plan, Step, MAP_FLAGS, PAGE};
+use kernel_lab::iommufd::{run_cases, IommufdBackend, IommufdReport, MsixDevice, Plan, Step, MAP_FLAGS, PAGE};
 use uapi::ioctl::Iommufd;
 
 /// The kernel as the cases' backend: the cdev-opened device and its IOAS.
@@ -197,6 +197,8 @@ fn run(rep: &mut IommufdReport) -> GResult<()> {
         Err(e) => format!("{}: {e}: translations not checked", debugfs_path(&ivs)),
     });
 
+    rep.msix_device = Some(msix_device(&fd, ioas));
+
     let mut b =
         GuestBackend { fd: &fd, ioas, dev: &dev, cfg_off, bdf: ivs.clone(), bufs: Vec::new(), areas: Vec::new() };
     rep.steps = run_cases(&mut b, &rep.plan);
@@ -206,5 +208,43 @@ fn run(rep: &mut IommufdReport) -> GResult<()> {
     drop(b);
     let det = dev.detach_iommufd_pt().map(|()| String::new());
     rep.setup.push(setup_step("VFIO_DEVICE_DETACH_IOMMUFD_PT", det));
+    Ok(())
+}
+
+/// QEMU's e1000e (MSI-X in BAR3): bound to vfio-pci, opened through its
+/// cdev and bound to the same iommufd, to read each memory BAR's region
+/// info and capability chain as QEMU would; nothing is mapped.
+fn msix_device(fd: &Iommufd, ioas: u32) -> MsixDevice {
+    let mut d = MsixDevice { name: "e1000e".into(), ..Default::default() };
+    if let Err(e) = msix_device_facts(fd, ioas, &mut d) {
+        d.error = Some(e);
+    }
+    d
+}
+
+fn msix_device_facts(fd: &Iommufd, ioas: u32, d: &mut MsixDevice) -> GResult<()> {
+    let bdf = find_pci("0x8086", "0x10d3").ok_or("no e1000e")?;
+    d.bdf = bdf.clone();
+    let bars =
+        parse_resource(&sysfs(&format!("/sys/bus/pci/devices/{bdf}/resource"))?).map_err(|e| format!("{bdf}: {e}"))?;
+    bind_vfio_pci(&bdf)?;
+    let cdev = cdev_of(&bdf)?;
+    let dev = Device::open_cdev(std::path::Path::new(&cdev)).map_err(|e| format!("open {cdev}: {e}"))?;
+    dev.bind_iommufd(fd).map_err(|e| format!("{bdf} VFIO_DEVICE_BIND_IOMMUFD: {e}"))?;
+    dev.attach_iommufd_pt(ioas).map_err(|e| format!("{bdf} VFIO_DEVICE_ATTACH_IOMMUFD_PT: {e}"))?;
+    let cfg_off = dev.region_info(VFIO_PCI_CONFIG_REGION_INDEX).map_err(|e| format!("config region: {e}"))?.offset;
+    let mut config = vec![0u8; 256];
+    dev.file().read_exact_at(&mut config, cfg_off).map_err(|e| format!("config read: {e}"))?;
+    d.msix = msix_table(&config);
+    for b in bars.iter().filter(|b| b.kind == kernel_lab::proto::BarType::Mem) {
+        let (_, reply) = dev.region_info_with_caps(b.index).map_err(|e| format!("region info {}: {e}", b.index))?;
+        let r = region_facts(&reply).map_err(|e| format!("region info {}: {e}", b.index))?;
+        let table = d.msix.filter(|t| t.bar == b.index);
+        let mmaps = qemu_mmaps(&r, table, PAGE);
+        let plain = kernel_lab::iommufd::qemu::RegionFacts { msix_mappable: false, ..r.clone() };
+        let without = qemu_mmaps(&plain, table, PAGE);
+        d.bars.push((b.index, r, mmaps, without));
+    }
+    let _ = dev.detach_iommufd_pt();
     Ok(())
 }
