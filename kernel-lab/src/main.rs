@@ -108,9 +108,10 @@ enum Sub {
         dir: PathBuf,
     },
     /// The whole lab on several kernels: builds both lab kernels, runs the
-    /// conformance batch, the kselftest (with its breakages on lab-shipped)
-    /// and the importer topologies on each kernel (Debian 7.2.13,
-    /// lab-shipped, lab-patched, and 6.12, which lacks the feature),
+    /// conformance batch, the kselftest (with its breakages on lab-shipped),
+    /// the importer topologies, the fault sweep and the iommufd lab on each
+    /// kernel (Debian 7.2.13, lab-shipped, lab-patched, and 6.12, which
+    /// lacks the feature),
     /// and writes one report, matrix.json and matrix.md, with each part's
     /// own report and log beside them. Exit status: the worst part's.
     Matrix(matrix_cmd::MatrixArgs),

@@ -77,11 +77,23 @@ pub struct MsixDevice {
     pub bdf: String,
     /// Its MSI-X table, from config space.
     pub msix: Option<qemu::MsixTable>,
-    /// Per memory BAR: index, region facts, QEMU's areas, and QEMU's areas
-    /// were `MSIX_MAPPABLE` absent.
-    pub bars: Vec<(u32, qemu::RegionFacts, Vec<(u64, u64)>, Vec<(u64, u64)>)>,
+    /// Per memory BAR.
+    pub bars: Vec<BarAreas>,
     /// What went wrong, if anything.
     pub error: Option<String>,
+}
+
+/// One BAR's region info and QEMU's areas for it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BarAreas {
+    /// The BAR (region index).
+    pub index: u32,
+    /// Its region info.
+    pub region: qemu::RegionFacts,
+    /// QEMU's areas (`region->mmaps`).
+    pub mmaps: Vec<(u64, u64)>,
+    /// QEMU's areas were `MSIX_MAPPABLE` absent.
+    pub without_msix_mappable: Vec<(u64, u64)>,
 }
 
 /// The inputs of the cases, fixed by the guest from the real device.
@@ -446,7 +458,7 @@ impl IommufdLabReport {
         if let Some(d) = &g.msix_device {
             let err = d.error.as_deref().map(|e| format!("; {e}")).unwrap_or_default();
             let _ = writeln!(s, "- {} {}: MSI-X table {:?}{err}", d.name, d.bdf, d.msix);
-            for (i, r, mmaps, without) in &d.bars {
+            for BarAreas { index: i, region: r, mmaps, without_msix_mappable: without } in &d.bars {
                 let _ = writeln!(
                     s,
                     "  - BAR{i}: flags {:#x}, size {:#x}, caps {:?}, MSIX_MAPPABLE {}: QEMU's areas {:?} (nr_mmaps {}); \

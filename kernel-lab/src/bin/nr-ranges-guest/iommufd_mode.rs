@@ -5,7 +5,9 @@
 
 use crate::*;
 use kernel_lab::iommufd::qemu::{msix_table, qemu_mmaps, region_facts};
-use kernel_lab::iommufd::{run_cases, IommufdBackend, IommufdReport, MsixDevice, Plan, Step, MAP_FLAGS, PAGE};
+use kernel_lab::iommufd::{
+    run_cases, BarAreas, IommufdBackend, IommufdReport, MsixDevice, Plan, Step, MAP_FLAGS, PAGE,
+};
 use uapi::ioctl::Iommufd;
 
 /// The kernel as the cases' backend: the cdev-opened device and its IOAS.
@@ -243,7 +245,7 @@ fn msix_device_facts(fd: &Iommufd, ioas: u32, d: &mut MsixDevice) -> GResult<()>
         let mmaps = qemu_mmaps(&r, table, PAGE);
         let plain = kernel_lab::iommufd::qemu::RegionFacts { msix_mappable: false, ..r.clone() };
         let without = qemu_mmaps(&plain, table, PAGE);
-        d.bars.push((b.index, r, mmaps, without));
+        d.bars.push(BarAreas { index: b.index, region: r, mmaps, without_msix_mappable: without });
     }
     let _ = dev.detach_iommufd_pt();
     Ok(())
