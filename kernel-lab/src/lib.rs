@@ -22,6 +22,9 @@
 //! - [`framebuffer`]: scattered framebuffers placed by the kernel's
 //!   gpu_buddy, written through the vfio mmap, shared as one dma-buf (and
 //!   as one per range) and read back by edu, per map path, against kmod-shim.
+//! - [`iommufd`]: the iommufd lab (the vfio cdev bound to an iommufd,
+//!   dma-bufs mapped with `IOMMU_IOAS_MAP_FILE`, QEMU's requests), its cases
+//!   run on the guest and on kmod-shim's iommufd model through one trait.
 //! - [`patches`]: the kernel patch series against Debian's 7.2.13 source
 //!   (applies, checkpatch-clean).
 //! - [`matrix`]: `kernel-lab matrix`'s report: every part on every kernel.
@@ -41,6 +44,7 @@ pub mod framebuffer;
 pub mod host;
 pub mod importer;
 pub mod initramfs;
+pub mod iommufd;
 pub mod lab_kernel;
 pub mod matrix;
 pub mod patches;

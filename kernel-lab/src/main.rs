@@ -87,6 +87,13 @@ enum Sub {
     /// sanitizer report on lab-patched; a kernel without fault injection
     /// exits 0 with that verdict.
     FaultSweep(fault_cmd::FaultArgs),
+    /// The iommufd lab: ivshmem-plain through its vfio device cdev, bound
+    /// to an iommufd; dma-bufs mapped with IOMMU_IOAS_MAP_FILE (one range,
+    /// several, revocation while mapped, QEMU's sparse-mmap requests), each
+    /// step compared with kmod-shim's iommufd model. Exit 1 on a
+    /// disagreement; a kernel without iommufd or the cdev exits 0 with
+    /// "not available".
+    Iommufd(iommufd_cmd::IommufdArgs),
     /// Prints the include directory of a Debian linux-libc-dev >= 6.19 (the
     /// <linux/vfio.h> uapi/tests/kernel_header.rs checks against): the newest
     /// cached, else downloaded from the Debian mirror of the machine's apt
@@ -108,9 +115,10 @@ enum Sub {
         dir: PathBuf,
     },
     /// The whole lab on several kernels: builds both lab kernels, runs the
-    /// conformance batch, the kselftest (with its breakages on lab-shipped)
-    /// and the importer topologies on each kernel (Debian 7.2.13,
-    /// lab-shipped, lab-patched, and 6.12, which lacks the feature),
+    /// conformance batch, the kselftest (with its breakages on lab-shipped),
+    /// the importer topologies, the fault sweep and the iommufd lab on each
+    /// kernel (Debian 7.2.13, lab-shipped, lab-patched, and 6.12, which
+    /// lacks the feature),
     /// and writes one report, matrix.json and matrix.md, with each part's
     /// own report and log beside them. Exit status: the worst part's.
     Matrix(matrix_cmd::MatrixArgs),
@@ -166,6 +174,7 @@ mod buddy_cmd;
 mod fault_cmd;
 mod framebuffer_cmd;
 mod importer_cmd;
+mod iommufd_cmd;
 mod matrix_cmd;
 mod selftest_cmd;
 
@@ -249,6 +258,15 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::from(1),
             Err(e) => {
                 eprintln!("kernel-lab importer: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Sub::Iommufd(a)) = &args.cmd {
+        return match iommufd_cmd::run(a) {
+            Ok(rep) => ExitCode::from(rep.exit_code() as u8),
+            Err(e) => {
+                eprintln!("kernel-lab iommufd: error: {e}");
                 ExitCode::from(2)
             }
         };

@@ -24,11 +24,14 @@ pub enum Part {
     Fault,
     /// Scattered framebuffers end to end (`kernel-lab framebuffer`).
     Framebuffer,
+    /// iommufd's MAP_FILE of dma-bufs against kmod-shim (`kernel-lab iommufd`).
+    Iommufd,
 }
 
 impl Part {
     /// Every part, in report order.
-    pub const ALL: [Part; 5] = [Part::Conformance, Part::Importer, Part::Selftest, Part::Fault, Part::Framebuffer];
+    pub const ALL: [Part; 6] =
+        [Part::Conformance, Part::Importer, Part::Selftest, Part::Fault, Part::Framebuffer, Part::Iommufd];
 
     /// The part's name in file names and tables.
     pub const fn name(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Part {
             Part::Selftest => "selftest",
             Part::Fault => "fault",
             Part::Framebuffer => "framebuffer",
+            Part::Iommufd => "iommufd",
         }
     }
 }
@@ -75,6 +79,7 @@ impl PartRun {
                 .chain(f.sanitizer.iter().cloned())
                 .collect(),
             Some(Summary::Framebuffer(f)) => f.sanitizer.iter().map(|(t, l)| format!("{t}: {l}")).collect(),
+            Some(Summary::Iommufd(i)) => i.sanitizer.clone(),
             None => Vec::new(),
         }
     }
@@ -93,6 +98,8 @@ pub enum Summary {
     Fault(FaultSummary),
     /// The framebuffers.
     Framebuffer(FramebufferSummary),
+    /// The iommufd lab.
+    Iommufd(IommufdSummary),
 }
 
 /// The framebuffer lab on one kernel, in short.
@@ -159,6 +166,52 @@ impl FramebufferSummary {
             errors,
             sanitizer,
             unexplained: r.topologies.iter().map(|t| t.unexplained).sum(),
+        }
+    }
+}
+
+/// The iommufd lab on one kernel, in short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IommufdSummary {
+    /// `ran`, `not available: ...` or `error: ...`.
+    pub verdict: String,
+    /// Steps compared.
+    pub steps: usize,
+    /// Steps on which kernel and kmod-shim disagree.
+    pub disagreements: usize,
+    /// The first MAP_FILE answer of each case, as the kernel gave it.
+    pub outcomes: Vec<(String, String)>,
+    /// Sanitizer lines.
+    pub sanitizer: Vec<String>,
+}
+
+impl IommufdSummary {
+    /// One line: the verdict, the comparison and each case's first MAP_FILE.
+    pub fn line(&self) -> String {
+        let outcomes: Vec<String> = self.outcomes.iter().map(|(c, a)| format!("{c}: {a}")).collect();
+        format!(
+            "{}; {} steps, {} disagreements with kmod-shim; first MAP_FILE per case: {}",
+            self.verdict,
+            self.steps,
+            self.disagreements,
+            if outcomes.is_empty() { "-".to_string() } else { outcomes.join("; ") }
+        )
+    }
+
+    /// The summary of an iommufd report.
+    pub fn of(r: &crate::iommufd::IommufdLabReport) -> Self {
+        let mut outcomes: Vec<(String, String)> = Vec::new();
+        for c in r.checks.iter().filter(|c| c.op.starts_with("MAP_FILE")) {
+            if !outcomes.iter().any(|(case, _)| *case == c.case) {
+                outcomes.push((c.case.clone(), c.kernel.clone()));
+            }
+        }
+        Self {
+            verdict: r.verdict.clone(),
+            steps: r.checks.len(),
+            disagreements: r.disagreements,
+            outcomes,
+            sanitizer: r.guest.sanitizer.clone(),
         }
     }
 }
@@ -428,6 +481,7 @@ impl MatrixReport {
                         f.shim_fidelity
                     )
                 }
+                Some(Summary::Iommufd(i)) => i.line(),
                 Some(Summary::Selftest(t)) => {
                     let devices: Vec<String> =
                         t.devices.iter().map(|(d, p, f, s)| format!("{d} {p} pass / {f} fail / {s} skip")).collect();

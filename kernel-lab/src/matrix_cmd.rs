@@ -9,7 +9,7 @@ use kernel_lab::framebuffer::host::FbLabReport;
 use kernel_lab::host::{self, progress, LabError};
 use kernel_lab::lab_kernel::{self, LabVariant};
 use kernel_lab::matrix::{
-    ConformanceSummary, FaultSummary, FramebufferSummary, ImporterSummary, MatrixReport, Part, PartRun,
+    ConformanceSummary, FaultSummary, FramebufferSummary, ImporterSummary, IommufdSummary, MatrixReport, Part, PartRun,
     SelftestSummary, Summary,
 };
 use kernel_lab::report::{ConformanceReport, FaultSweepReport, ImporterLabReport, SelftestReport};
@@ -32,7 +32,7 @@ pub struct MatrixArgs {
     #[arg(long)]
     topology: Option<String>,
     /// Only these parts (comma-separated: conformance, selftest, importer,
-    /// fault, framebuffer; `none` re-renders the report from the kept runs);
+    /// fault, framebuffer, iommufd; `none` re-renders the report from the kept runs);
     /// the other parts' runs are kept from an existing matrix.json in
     /// --out, so one part can be re-run or added.
     #[arg(long, value_delimiter = ',')]
@@ -92,6 +92,9 @@ fn summarize(part: Part, report: &Path) -> Option<Summary> {
         Part::Selftest => read::<SelftestReport>(report).map(|r| Summary::Selftest(SelftestSummary::of(&r))),
         Part::Fault => read::<FaultSweepReport>(report).map(|r| Summary::Fault(FaultSummary::of(&r))),
         Part::Framebuffer => read::<FbLabReport>(report).map(|r| Summary::Framebuffer(FramebufferSummary::of(&r))),
+        Part::Iommufd => {
+            read::<kernel_lab::iommufd::IommufdLabReport>(report).map(|r| Summary::Iommufd(IommufdSummary::of(&r)))
+        }
     }
 }
 
@@ -166,6 +169,7 @@ pub fn run(a: &MatrixArgs) -> Result<i32, LabError> {
             fb.extend(["--only", "8GiB-4k-900-0/4K", "--topology", "rc-epyc-iova-large"].map(String::from));
         }
         runs.extend(run_part(Part::Framebuffer, fb)?);
+        runs.extend(run_part(Part::Iommufd, vec!["iommufd".into(), "--kernel".into(), k.clone()])?);
     }
     let mut kernels = a.kernels.clone();
     if let Some(prev) = &previous {

@@ -618,6 +618,7 @@ fn lab_cell(s: &kernel_lab::matrix::Summary) -> String {
             }
         }
         Summary::Framebuffer(f) => f.line(),
+        Summary::Iommufd(i) => i.line(),
         Summary::Conformance(_) | Summary::Importer(_) => String::new(),
     }
 }

@@ -3,7 +3,9 @@
 //! Every ioctl the project sends to a real kernel goes through here, via
 //! nix's ioctl wrappers: `VFIO_DEVICE_FEATURE` itself, and what the kernel
 //! lab needs to reach a device the classic way (container, group, type1v2
-//! IOMMU, device fd, device and region info, reset). It also owns
+//! IOMMU, device fd, device and region info, reset), and the way VMMs use
+//! now: the vfio device cdev bound to an iommufd, an IOAS, and dma-bufs
+//! mapped into it with `IOMMU_IOAS_MAP_FILE`. It also owns
 //! [`GuardedArg`], the page-guarded buffer that lets a request end in
 //! unreadable memory, so that the kernel's EFAULT paths can be exercised.
 
@@ -20,13 +22,20 @@ use nix::sys::mman::{MapFlags, ProtFlags};
 use raw::*;
 use zerocopy::FromBytes;
 
+use crate::iommufd::{
+    IommuDestroy, IommuIoasAlloc, IommuIoasMapFile, IommuIoasUnmap, IOMMUFD_CMD_DESTROY, IOMMUFD_CMD_IOAS_ALLOC,
+    IOMMUFD_CMD_IOAS_MAP_FILE, IOMMUFD_CMD_IOAS_UNMAP, IOMMUFD_TYPE,
+};
 use crate::layout::{
-    DeviceInfo, FeatureHeader, GroupStatus, RegionInfo, FEATURE_HEADER_SIZE, VFIO_BASE, VFIO_DEVICE_FEATURE_DMA_BUF,
-    VFIO_DEVICE_FEATURE_MASK, VFIO_DEVICE_FEATURE_PROBE, VFIO_TYPE,
+    DeviceAttachIommufdPt, DeviceBindIommufd, DeviceDetachIommufdPt, DeviceInfo, FeatureHeader, GroupStatus,
+    RegionInfo, FEATURE_HEADER_SIZE, VFIO_BASE, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_MASK,
+    VFIO_DEVICE_FEATURE_PROBE, VFIO_TYPE,
 };
 
-/// The numeric request codes, `_IO(VFIO_TYPE, VFIO_BASE + n)`: VFIO encodes
-/// neither direction nor size in its ioctl numbers.
+/// The numeric request codes, `_IO(VFIO_TYPE, VFIO_BASE + n)` and
+/// `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_*)`: neither VFIO nor iommufd encodes
+/// direction or size in its ioctl numbers (the argument's own argsz/size
+/// says how big it is).
 pub mod codes {
     use super::*;
     /// `VFIO_GET_API_VERSION`.
@@ -49,13 +58,30 @@ pub mod codes {
     pub const VFIO_DEVICE_RESET: u32 = request_code_none!(VFIO_TYPE, VFIO_BASE + 11) as u32;
     /// `VFIO_DEVICE_FEATURE`.
     pub const VFIO_DEVICE_FEATURE: u32 = request_code_none!(VFIO_TYPE, VFIO_BASE + 17) as u32;
+    /// `VFIO_DEVICE_BIND_IOMMUFD` (vfio device cdev).
+    pub const VFIO_DEVICE_BIND_IOMMUFD: u32 = request_code_none!(VFIO_TYPE, VFIO_BASE + 18) as u32;
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT` (vfio device cdev).
+    pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: u32 = request_code_none!(VFIO_TYPE, VFIO_BASE + 19) as u32;
+    /// `VFIO_DEVICE_DETACH_IOMMUFD_PT` (vfio device cdev).
+    pub const VFIO_DEVICE_DETACH_IOMMUFD_PT: u32 = request_code_none!(VFIO_TYPE, VFIO_BASE + 20) as u32;
+    /// `IOMMU_DESTROY`.
+    pub const IOMMU_DESTROY: u32 = request_code_none!(IOMMUFD_TYPE, IOMMUFD_CMD_DESTROY) as u32;
+    /// `IOMMU_IOAS_ALLOC`.
+    pub const IOMMU_IOAS_ALLOC: u32 = request_code_none!(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_ALLOC) as u32;
+    /// `IOMMU_IOAS_UNMAP`.
+    pub const IOMMU_IOAS_UNMAP: u32 = request_code_none!(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_UNMAP) as u32;
+    /// `IOMMU_IOAS_MAP_FILE`.
+    pub const IOMMU_IOAS_MAP_FILE: u32 = request_code_none!(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP_FILE) as u32;
 }
 
 /// The raw wrappers nix generates (`pub unsafe fn`); kept private so that
 /// only the safe functions below are reachable.
 mod raw {
     use super::codes;
-    use crate::layout::{DeviceInfo, GroupStatus, RegionInfo};
+    use crate::iommufd::{IommuDestroy, IommuIoasAlloc, IommuIoasMapFile, IommuIoasUnmap};
+    use crate::layout::{
+        DeviceAttachIommufdPt, DeviceBindIommufd, DeviceDetachIommufdPt, DeviceInfo, GroupStatus, RegionInfo,
+    };
     use nix::{ioctl_none_bad, ioctl_readwrite_bad, ioctl_write_int_bad, ioctl_write_ptr_bad};
 
     ioctl_none_bad!(vfio_get_api_version, codes::VFIO_GET_API_VERSION);
@@ -68,6 +94,14 @@ mod raw {
     ioctl_readwrite_bad!(vfio_device_get_region_info, codes::VFIO_DEVICE_GET_REGION_INFO, RegionInfo);
     ioctl_none_bad!(vfio_device_reset, codes::VFIO_DEVICE_RESET);
     ioctl_readwrite_bad!(vfio_device_feature, codes::VFIO_DEVICE_FEATURE, u8);
+    ioctl_readwrite_bad!(vfio_device_get_region_info_buf, codes::VFIO_DEVICE_GET_REGION_INFO, u8);
+    ioctl_readwrite_bad!(vfio_device_bind_iommufd, codes::VFIO_DEVICE_BIND_IOMMUFD, DeviceBindIommufd);
+    ioctl_readwrite_bad!(vfio_device_attach_iommufd_pt, codes::VFIO_DEVICE_ATTACH_IOMMUFD_PT, DeviceAttachIommufdPt);
+    ioctl_readwrite_bad!(vfio_device_detach_iommufd_pt, codes::VFIO_DEVICE_DETACH_IOMMUFD_PT, DeviceDetachIommufdPt);
+    ioctl_readwrite_bad!(iommu_destroy, codes::IOMMU_DESTROY, IommuDestroy);
+    ioctl_readwrite_bad!(iommu_ioas_alloc, codes::IOMMU_IOAS_ALLOC, IommuIoasAlloc);
+    ioctl_readwrite_bad!(iommu_ioas_map_file, codes::IOMMU_IOAS_MAP_FILE, IommuIoasMapFile);
+    ioctl_readwrite_bad!(iommu_ioas_unmap, codes::IOMMU_IOAS_UNMAP, IommuIoasUnmap);
 }
 
 /// What `VFIO_DEVICE_FEATURE` answered when it succeeded.
@@ -222,6 +256,75 @@ pub struct Device {
 }
 
 impl Device {
+    /// Opens a vfio device cdev, `/dev/vfio/devices/vfioN`. The fd can do
+    /// nothing but `VFIO_DEVICE_BIND_IOMMUFD` until it is bound.
+    pub fn open_cdev(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Self { file })
+    }
+
+    /// `VFIO_DEVICE_BIND_IOMMUFD`: binds this cdev fd to `iommufd`; the
+    /// device's id in it (`out_devid`).
+    pub fn bind_iommufd(&self, iommufd: &Iommufd) -> Result<u32, Errno> {
+        let mut b = DeviceBindIommufd {
+            argsz: std::mem::size_of::<DeviceBindIommufd>() as u32,
+            iommufd: iommufd.fd.as_raw_fd(),
+            ..Default::default()
+        };
+        // SAFETY: `b` is a valid vfio_device_bind_iommufd whose argsz is its
+        // size; without VFIO_DEVICE_BIND_FLAG_TOKEN the kernel does not
+        // follow token_uuid_ptr (0). Both fds are live.
+        unsafe { vfio_device_bind_iommufd(self.file.as_raw_fd(), &mut b) }?;
+        Ok(b.out_devid)
+    }
+
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT(pt_id)`: attaches the bound device to
+    /// an IOAS (or HWPT); the id of the page table it now uses.
+    pub fn attach_iommufd_pt(&self, pt_id: u32) -> Result<u32, Errno> {
+        let mut a = DeviceAttachIommufdPt {
+            argsz: std::mem::size_of::<DeviceAttachIommufdPt>() as u32,
+            pt_id,
+            ..Default::default()
+        };
+        // SAFETY: `a` is a valid vfio_device_attach_iommufd_pt whose argsz is
+        // its size; the kernel writes pt_id back within it.
+        unsafe { vfio_device_attach_iommufd_pt(self.file.as_raw_fd(), &mut a) }?;
+        Ok(a.pt_id)
+    }
+
+    /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+    pub fn detach_iommufd_pt(&self) -> Result<(), Errno> {
+        let mut d =
+            DeviceDetachIommufdPt { argsz: std::mem::size_of::<DeviceDetachIommufdPt>() as u32, ..Default::default() };
+        // SAFETY: `d` is a valid vfio_device_detach_iommufd_pt whose argsz is
+        // its size.
+        unsafe { vfio_device_detach_iommufd_pt(self.file.as_raw_fd(), &mut d) }.map(drop)
+    }
+
+    /// `VFIO_DEVICE_GET_REGION_INFO(index)` with room for the capability
+    /// chain: asks once with the bare struct, and when the kernel says it
+    /// needs more (`argsz` grown), again with that many bytes. Returns the
+    /// fixed part and every byte of the reply (the chain's `next` offsets
+    /// count from the start of these bytes).
+    pub fn region_info_with_caps(&self, index: u32) -> Result<(RegionInfo, Vec<u8>), Errno> {
+        let first = self.region_info(index)?;
+        let base = std::mem::size_of::<RegionInfo>();
+        let want = (first.argsz as usize).max(base);
+        if want == base {
+            return Ok((first, zerocopy::IntoBytes::as_bytes(&first).to_vec()));
+        }
+        let mut buf = vec![0u8; want];
+        let ask = RegionInfo { argsz: want as u32, index, ..Default::default() };
+        buf[..base].copy_from_slice(zerocopy::IntoBytes::as_bytes(&ask));
+        // SAFETY: `buf` is a valid, exclusively borrowed buffer of `want`
+        // bytes, and the argsz in it says `want`: the kernel copies back at
+        // most argsz bytes (`vfio_info_add_capability()` /
+        // `copy_to_user(arg, &info, minsz)` plus the chain within argsz).
+        unsafe { vfio_device_get_region_info_buf(self.file.as_raw_fd(), buf.as_mut_ptr()) }?;
+        let (info, _) = RegionInfo::read_from_prefix(&buf).map_err(|_| Errno::EIO)?;
+        Ok((info, buf))
+    }
+
     /// `VFIO_DEVICE_GET_INFO`.
     pub fn info(&self) -> Result<DeviceInfo, Errno> {
         let mut i = DeviceInfo { argsz: std::mem::size_of::<DeviceInfo>() as u32, ..Default::default() };
@@ -259,6 +362,80 @@ impl Device {
     /// Gives up the device fd (closing it is a lab scenario).
     pub fn into_file(self) -> File {
         self.file
+    }
+}
+
+/// An iommufd (`/dev/iommu`): the object space IOAS's, devices and page
+/// tables live in.
+#[derive(Debug)]
+pub struct Iommufd {
+    fd: OwnedFd,
+}
+
+impl Iommufd {
+    /// Opens `/dev/iommu`.
+    pub fn open() -> std::io::Result<Self> {
+        let f = OpenOptions::new().read(true).write(true).open("/dev/iommu")?;
+        Ok(Self { fd: f.into() })
+    }
+
+    /// `IOMMU_IOAS_ALLOC`: a new, empty IOAS; its id.
+    pub fn ioas_alloc(&self) -> Result<u32, Errno> {
+        let mut a = IommuIoasAlloc { size: std::mem::size_of::<IommuIoasAlloc>() as u32, ..Default::default() };
+        // SAFETY: `a` is a valid iommu_ioas_alloc whose size field is its
+        // size, so the kernel copies in and out exactly that struct.
+        unsafe { iommu_ioas_alloc(self.fd.as_raw_fd(), &mut a) }?;
+        Ok(a.out_ioas_id)
+    }
+
+    /// `IOMMU_IOAS_MAP_FILE` of `length` bytes of `file` from byte `start`
+    /// into `ioas` at an IOVA the kernel picks (`flags` without
+    /// `IOMMU_IOAS_MAP_FIXED_IOVA`) or at `iova` (with it); the IOVA used.
+    pub fn ioas_map_file(
+        &self,
+        ioas: u32,
+        file: BorrowedFd<'_>,
+        start: u64,
+        length: u64,
+        flags: u32,
+        iova: u64,
+    ) -> Result<u64, Errno> {
+        let mut m = IommuIoasMapFile {
+            size: std::mem::size_of::<IommuIoasMapFile>() as u32,
+            flags,
+            ioas_id: ioas,
+            fd: file.as_raw_fd(),
+            start,
+            length,
+            iova,
+        };
+        // SAFETY: `m` is a valid iommu_ioas_map_file whose size field is its
+        // size; the kernel writes iova back within it. Both fds are live.
+        unsafe { iommu_ioas_map_file(self.fd.as_raw_fd(), &mut m) }?;
+        Ok(m.iova)
+    }
+
+    /// `IOMMU_IOAS_UNMAP` of `[iova, iova + length)` in `ioas`; the bytes
+    /// unmapped.
+    pub fn ioas_unmap(&self, ioas: u32, iova: u64, length: u64) -> Result<u64, Errno> {
+        let mut u = IommuIoasUnmap { size: std::mem::size_of::<IommuIoasUnmap>() as u32, ioas_id: ioas, iova, length };
+        // SAFETY: `u` is a valid iommu_ioas_unmap whose size field is its
+        // size; the kernel writes length back within it.
+        unsafe { iommu_ioas_unmap(self.fd.as_raw_fd(), &mut u) }?;
+        Ok(u.length)
+    }
+
+    /// `IOMMU_DESTROY(id)`.
+    pub fn destroy(&self, id: u32) -> Result<(), Errno> {
+        let mut d = IommuDestroy { size: std::mem::size_of::<IommuDestroy>() as u32, id };
+        // SAFETY: `d` is a valid iommu_destroy whose size field is its size.
+        unsafe { iommu_destroy(self.fd.as_raw_fd(), &mut d) }.map(drop)
+    }
+}
+
+impl AsFd for Iommufd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -467,6 +644,29 @@ mod tests {
         assert_eq!(codes::VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
         assert_eq!(codes::VFIO_DEVICE_RESET, 0x3b6f);
         assert_eq!(codes::VFIO_DEVICE_FEATURE, 0x3b75);
+        assert_eq!(codes::VFIO_DEVICE_BIND_IOMMUFD, 0x3b76);
+        assert_eq!(codes::VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
+        assert_eq!(codes::VFIO_DEVICE_DETACH_IOMMUFD_PT, 0x3b78);
+        // _IO(';', IOMMUFD_CMD_*), the commands from 0x80.
+        assert_eq!(codes::IOMMU_DESTROY, 0x3b80);
+        assert_eq!(codes::IOMMU_IOAS_ALLOC, 0x3b81);
+        assert_eq!(codes::IOMMU_IOAS_UNMAP, 0x3b86);
+        assert_eq!(codes::IOMMU_IOAS_MAP_FILE, 0x3b8f);
+    }
+
+    #[test]
+    fn iommufd_wrappers_answer_the_kernels_enotty_on_a_non_iommufd_fd() {
+        let fake = Iommufd { fd: File::open("/dev/null").unwrap().into() };
+        assert_eq!(fake.ioas_alloc(), Err(Errno::ENOTTY));
+        assert_eq!(fake.ioas_unmap(1, 0, 4096), Err(Errno::ENOTTY));
+        assert_eq!(fake.destroy(1), Err(Errno::ENOTTY));
+        let f = File::open("/dev/null").unwrap();
+        assert_eq!(fake.ioas_map_file(1, f.as_fd(), 0, 4096, 0, 0), Err(Errno::ENOTTY));
+        let dev = Device { file: f };
+        assert_eq!(dev.bind_iommufd(&fake), Err(Errno::ENOTTY));
+        assert_eq!(dev.attach_iommufd_pt(1), Err(Errno::ENOTTY));
+        assert_eq!(dev.detach_iommufd_pt(), Err(Errno::ENOTTY));
+        assert_eq!(dev.region_info_with_caps(2).unwrap_err(), Errno::ENOTTY);
     }
 
     #[test]

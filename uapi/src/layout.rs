@@ -238,6 +238,107 @@ pub struct RegionInfo {
     pub offset: u64,
 }
 
+/// `VFIO_REGION_INFO_FLAG_CAPS`: the reply has a capability chain at
+/// `cap_offset` (when `argsz` left room for it).
+pub const VFIO_REGION_INFO_FLAG_CAPS: u32 = 1 << 3;
+/// `VFIO_REGION_INFO_CAP_SPARSE_MMAP`: only the listed areas of the region
+/// can be mmapped.
+pub const VFIO_REGION_INFO_CAP_SPARSE_MMAP: u16 = 1;
+/// `VFIO_REGION_INFO_CAP_MSIX_MAPPABLE`: the MSI-X table of this BAR may be
+/// mmapped with the rest (QEMU then maps the whole BAR).
+pub const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: u16 = 3;
+/// `VFIO_DEVICE_BIND_FLAG_TOKEN`: `token_uuid_ptr` is valid.
+pub const VFIO_DEVICE_BIND_FLAG_TOKEN: u32 = 1 << 0;
+
+/// `struct vfio_info_cap_header { __u16 id; __u16 version; __u32 next; }`:
+/// one link of an INFO ioctl's capability chain; `next` is the offset of
+/// the next link from the start of the INFO struct, 0 at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct InfoCapHeader {
+    /// `id` (`VFIO_REGION_INFO_CAP_*`).
+    pub id: u16,
+    /// `version`.
+    pub version: u16,
+    /// `next`.
+    pub next: u32,
+}
+
+/// `struct vfio_region_sparse_mmap_area { __aligned_u64 offset; __aligned_u64
+/// size; }`: one mmappable area, relative to the start of the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct SparseMmapArea {
+    /// `offset`.
+    pub offset: u64,
+    /// `size`.
+    pub size: u64,
+}
+
+/// The fixed part of `struct vfio_region_info_cap_sparse_mmap { struct
+/// vfio_info_cap_header header; __u32 nr_areas; __u32 reserved; struct
+/// vfio_region_sparse_mmap_area areas[]; }`; `nr_areas` areas follow it.
+/// Aligned to 8 like the C struct, whose flexible array of `__aligned_u64`
+/// pairs sets its alignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C, align(8))]
+pub struct RegionInfoCapSparseMmap {
+    /// `header`.
+    pub header: InfoCapHeader,
+    /// `nr_areas`.
+    pub nr_areas: u32,
+    /// `reserved`.
+    pub reserved: u32,
+}
+
+/// `struct vfio_device_bind_iommufd`, the argument of
+/// `VFIO_DEVICE_BIND_IOMMUFD` on a vfio device cdev: binds the device to an
+/// iommufd and returns its device id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct DeviceBindIommufd {
+    /// `argsz`.
+    pub argsz: u32,
+    /// `flags` (`VFIO_DEVICE_BIND_FLAG_*`).
+    pub flags: u32,
+    /// `iommufd`: the fd of `/dev/iommu`.
+    pub iommufd: i32,
+    /// `out_devid`: the device's object id in that iommufd.
+    pub out_devid: u32,
+    /// `token_uuid_ptr` (with `VFIO_DEVICE_BIND_FLAG_TOKEN`; the lab never
+    /// sets it).
+    pub token_uuid_ptr: u64,
+}
+
+/// `struct vfio_device_attach_iommufd_pt`, the argument of
+/// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaches the bound device to an IOAS or
+/// HWPT; the kernel writes back the id of the page table actually used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct DeviceAttachIommufdPt {
+    /// `argsz`.
+    pub argsz: u32,
+    /// `flags` (`VFIO_DEVICE_ATTACH_PASID`).
+    pub flags: u32,
+    /// `pt_id`: in the IOAS or HWPT id, out the HWPT id.
+    pub pt_id: u32,
+    /// `pasid` (with `VFIO_DEVICE_ATTACH_PASID`).
+    pub pasid: u32,
+}
+
+/// `struct vfio_device_detach_iommufd_pt`, the argument of
+/// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct DeviceDetachIommufdPt {
+    /// `argsz`.
+    pub argsz: u32,
+    /// `flags` (`VFIO_DEVICE_DETACH_PASID`).
+    pub flags: u32,
+    /// `pasid`.
+    pub pasid: u32,
+}
+
 /// Size of [`FeatureHeader`]: the `minsz` of `vfio_ioctl_device_feature()`.
 pub const FEATURE_HEADER_SIZE: usize = size_of::<FeatureHeader>();
 /// Size of [`DmaBufHeader`]: the `minsz` the kernel passes to
@@ -289,6 +390,27 @@ const_assert_eq!(size_of::<RegionInfo>(), 32);
 const_assert_eq!(offset_of!(RegionInfo, index), 8);
 const_assert_eq!(offset_of!(RegionInfo, size), 16);
 const_assert_eq!(offset_of!(RegionInfo, offset), 24);
+
+const_assert_eq!(size_of::<InfoCapHeader>(), 8);
+const_assert_eq!(offset_of!(InfoCapHeader, version), 2);
+const_assert_eq!(offset_of!(InfoCapHeader, next), 4);
+const_assert_eq!(size_of::<SparseMmapArea>(), 16);
+const_assert_eq!(align_of::<SparseMmapArea>(), 8);
+const_assert_eq!(offset_of!(SparseMmapArea, size), 8);
+const_assert_eq!(size_of::<RegionInfoCapSparseMmap>(), 16);
+const_assert_eq!(align_of::<RegionInfoCapSparseMmap>(), 8);
+const_assert_eq!(offset_of!(RegionInfoCapSparseMmap, nr_areas), 8);
+const_assert_eq!(offset_of!(RegionInfoCapSparseMmap, reserved), 12);
+const_assert_eq!(size_of::<DeviceBindIommufd>(), 24);
+const_assert_eq!(align_of::<DeviceBindIommufd>(), 8);
+const_assert_eq!(offset_of!(DeviceBindIommufd, iommufd), 8);
+const_assert_eq!(offset_of!(DeviceBindIommufd, out_devid), 12);
+const_assert_eq!(offset_of!(DeviceBindIommufd, token_uuid_ptr), 16);
+const_assert_eq!(size_of::<DeviceAttachIommufdPt>(), 16);
+const_assert_eq!(offset_of!(DeviceAttachIommufdPt, pt_id), 8);
+const_assert_eq!(offset_of!(DeviceAttachIommufdPt, pasid), 12);
+const_assert_eq!(size_of::<DeviceDetachIommufdPt>(), 12);
+const_assert_eq!(offset_of!(DeviceDetachIommufdPt, pasid), 8);
 
 #[cfg(test)]
 #[allow(

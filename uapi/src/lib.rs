@@ -3,6 +3,8 @@
 //!
 //! - [`layout`]: the structs of `include/uapi/linux/vfio.h` as zerocopy types,
 //!   layout pinned by `static_assertions` and by a test against the real header.
+//! - [`iommufd`]: the structs of `include/uapi/linux/iommufd.h` the lab
+//!   needs to map a dma-buf into an IOAS, pinned the same way.
 //! - [`request`]: a decoded request as the kernel meets it (no_std, no alloc).
 //! - `builder` (feature `std`): a safe encoder for whole ioctl arguments,
 //!   hostile ones included.
@@ -10,6 +12,7 @@
 //!   `unsafe` code.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod iommufd;
 pub mod layout;
 pub mod request;
 

@@ -1,7 +1,8 @@
 //! The uapi layout checked against the real kernel header.
 //!
 //! `tests/c/layout_probe.c` is compiled against a `<linux/vfio.h>` that has
-//! `VFIO_DEVICE_FEATURE_DMA_BUF` (Linux >= 6.19) and prints, one `NAME VALUE`
+//! `VFIO_DEVICE_FEATURE_DMA_BUF` (Linux >= 6.19), with its `<linux/iommufd.h>`
+//! (the vfio cdev and IOAS arguments), and prints, one `NAME VALUE`
 //! line each, the sizes, offsets and alignments of the structs, the values of
 //! the constants and ioctl codes, and the bytes of sample requests built with
 //! the C structs. This test computes the same lines from the Rust types and
@@ -26,10 +27,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use uapi::ioctl::codes;
+use uapi::iommufd::{self, IommuDestroy, IommuIoasAlloc, IommuIoasMapFile, IommuIoasUnmap};
 use uapi::{
-    DeviceFeature, DeviceFeatureDmaBuf, DeviceInfo, DmaBufHeader, DmaRange, FeatureHeader, GroupStatus, RegionInfo,
-    RequestBuilder, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE, FEATURE_HEADER_SIZE, VFIO_DEVICE_FEATURE_DMA_BUF,
-    VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET,
+    DeviceAttachIommufdPt, DeviceBindIommufd, DeviceDetachIommufdPt, DeviceFeature, DeviceFeatureDmaBuf, DeviceInfo,
+    DmaBufHeader, DmaRange, FeatureHeader, GroupStatus, InfoCapHeader, RegionInfo, RegionInfoCapSparseMmap,
+    RequestBuilder, SparseMmapArea, DMA_BUF_HEADER_SIZE, DMA_RANGE_SIZE, FEATURE_HEADER_SIZE,
+    VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE, VFIO_DEVICE_FEATURE_SET,
 };
 use zerocopy::{FromBytes, IntoBytes, KnownLayout};
 
@@ -320,6 +323,62 @@ fn rust_facts() -> Vec<Fact> {
     sized_struct!(f, vfio_region_info: RegionInfo);
     fields!(f, vfio_region_info: RegionInfo { argsz, flags, index, cap_offset, size, offset });
 
+    // The region-info capability chain QEMU reads to count sparse-mmap
+    // areas, and the cdev/iommufd arguments the lab's iommufd mode sends.
+    sized_struct!(f, vfio_info_cap_header: InfoCapHeader);
+    fields!(f, vfio_info_cap_header: InfoCapHeader { id, version, next });
+    sized_struct!(f, vfio_region_sparse_mmap_area: SparseMmapArea);
+    fields!(f, vfio_region_sparse_mmap_area: SparseMmapArea { offset, size });
+    sized_struct!(f, vfio_region_info_cap_sparse_mmap: RegionInfoCapSparseMmap);
+    fields!(f, vfio_region_info_cap_sparse_mmap: RegionInfoCapSparseMmap { header, nr_areas, reserved });
+    f.add(
+        "offsetof(vfio_region_info_cap_sparse_mmap,areas)",
+        "size_of::<RegionInfoCapSparseMmap>() (areas follow the fixed part)",
+        size_of::<RegionInfoCapSparseMmap>(),
+    );
+    f.add(
+        "sizeof(vfio_region_info_cap_sparse_mmap.areas[0])",
+        "size_of::<SparseMmapArea>()",
+        size_of::<SparseMmapArea>(),
+    );
+    f.add(
+        "alignof(vfio_region_info_cap_sparse_mmap.areas[0])",
+        "align_of::<SparseMmapArea>()",
+        align_of::<SparseMmapArea>(),
+    );
+    sized_struct!(f, vfio_device_bind_iommufd: DeviceBindIommufd);
+    fields!(f, vfio_device_bind_iommufd: DeviceBindIommufd { argsz, flags, iommufd, out_devid, token_uuid_ptr });
+    sized_struct!(f, vfio_device_attach_iommufd_pt: DeviceAttachIommufdPt);
+    fields!(f, vfio_device_attach_iommufd_pt: DeviceAttachIommufdPt { argsz, flags, pt_id, pasid });
+    sized_struct!(f, vfio_device_detach_iommufd_pt: DeviceDetachIommufdPt);
+    fields!(f, vfio_device_detach_iommufd_pt: DeviceDetachIommufdPt { argsz, flags, pasid });
+    sized_struct!(f, iommu_destroy: IommuDestroy);
+    fields!(f, iommu_destroy: IommuDestroy { size, id });
+    sized_struct!(f, iommu_ioas_alloc: IommuIoasAlloc);
+    fields!(f, iommu_ioas_alloc: IommuIoasAlloc { size, flags, out_ioas_id });
+    sized_struct!(f, iommu_ioas_map_file: IommuIoasMapFile);
+    fields!(f, iommu_ioas_map_file: IommuIoasMapFile { size, flags, ioas_id, fd, start, length, iova });
+    sized_struct!(f, iommu_ioas_unmap: IommuIoasUnmap);
+    fields!(f, iommu_ioas_unmap: IommuIoasUnmap { size, ioas_id, iova, length });
+    consts!(
+        f,
+        uapi: VFIO_REGION_INFO_FLAG_CAPS,
+        VFIO_REGION_INFO_CAP_SPARSE_MMAP,
+        VFIO_REGION_INFO_CAP_MSIX_MAPPABLE,
+        VFIO_DEVICE_BIND_FLAG_TOKEN,
+    );
+    consts!(
+        f,
+        iommufd: IOMMUFD_TYPE,
+        IOMMUFD_CMD_DESTROY,
+        IOMMUFD_CMD_IOAS_ALLOC,
+        IOMMUFD_CMD_IOAS_UNMAP,
+        IOMMUFD_CMD_IOAS_MAP_FILE,
+        IOMMU_IOAS_MAP_FIXED_IOVA,
+        IOMMU_IOAS_MAP_WRITEABLE,
+        IOMMU_IOAS_MAP_READABLE,
+    );
+
     consts!(f, uapi: VFIO_TYPE, VFIO_BASE, VFIO_API_VERSION);
     f.add("VFIO_TYPE1v2_IOMMU", "uapi::VFIO_TYPE1V2_IOMMU", uapi::VFIO_TYPE1V2_IOMMU);
     consts!(
@@ -347,6 +406,13 @@ fn rust_facts() -> Vec<Fact> {
         VFIO_DEVICE_GET_REGION_INFO,
         VFIO_DEVICE_RESET,
         VFIO_DEVICE_FEATURE,
+        VFIO_DEVICE_BIND_IOMMUFD,
+        VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+        VFIO_DEVICE_DETACH_IOMMUFD_PT,
+        IOMMU_DESTROY,
+        IOMMU_IOAS_ALLOC,
+        IOMMU_IOAS_UNMAP,
+        IOMMU_IOAS_MAP_FILE,
     );
 
     for s in SAMPLES {
@@ -522,6 +588,11 @@ fn usable(include: &Path) -> Result<(), String> {
             "{} has no VFIO_DEVICE_FEATURE_DMA_BUF / struct vfio_region_dma_range: it is older than Linux 6.19",
             vfio_h.display()
         ));
+    }
+    let iommufd_h = include.join("linux/iommufd.h");
+    let text = std::fs::read_to_string(&iommufd_h).map_err(|e| format!("cannot read {}: {e}", iommufd_h.display()))?;
+    if !text.contains("struct iommu_ioas_map_file") {
+        return Err(format!("{} has no struct iommu_ioas_map_file: it is older than Linux 6.14", iommufd_h.display()));
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 /*
- * layout_probe.c - what the real <linux/vfio.h> says about the UAPI that the
+ * layout_probe.c - what the real <linux/vfio.h> and <linux/iommufd.h> say about the UAPI that the
  * nr-ranges-uapi crate models. Built and run by uapi/tests/kernel_header.rs,
  * which compares every line with the same numbers computed from the Rust
  * types.
@@ -33,6 +33,7 @@
 
 #include <linux/version.h>
 #include <linux/vfio.h>
+#include <linux/iommufd.h>
 
 struct sample_range {
 	unsigned long long offset;
@@ -178,6 +179,63 @@ int main(void)
 	FIELD(vfio_region_info, size);
 	FIELD(vfio_region_info, offset);
 
+	STRUCT(vfio_info_cap_header);
+	FIELD(vfio_info_cap_header, id);
+	FIELD(vfio_info_cap_header, version);
+	FIELD(vfio_info_cap_header, next);
+
+	STRUCT(vfio_region_sparse_mmap_area);
+	FIELD(vfio_region_sparse_mmap_area, offset);
+	FIELD(vfio_region_sparse_mmap_area, size);
+
+	STRUCT(vfio_region_info_cap_sparse_mmap);
+	FIELD(vfio_region_info_cap_sparse_mmap, header);
+	FIELD(vfio_region_info_cap_sparse_mmap, nr_areas);
+	FIELD(vfio_region_info_cap_sparse_mmap, reserved);
+	FLEX_FIELD(vfio_region_info_cap_sparse_mmap, areas);
+
+	STRUCT(vfio_device_bind_iommufd);
+	FIELD(vfio_device_bind_iommufd, argsz);
+	FIELD(vfio_device_bind_iommufd, flags);
+	FIELD(vfio_device_bind_iommufd, iommufd);
+	FIELD(vfio_device_bind_iommufd, out_devid);
+	FIELD(vfio_device_bind_iommufd, token_uuid_ptr);
+
+	STRUCT(vfio_device_attach_iommufd_pt);
+	FIELD(vfio_device_attach_iommufd_pt, argsz);
+	FIELD(vfio_device_attach_iommufd_pt, flags);
+	FIELD(vfio_device_attach_iommufd_pt, pt_id);
+	FIELD(vfio_device_attach_iommufd_pt, pasid);
+
+	STRUCT(vfio_device_detach_iommufd_pt);
+	FIELD(vfio_device_detach_iommufd_pt, argsz);
+	FIELD(vfio_device_detach_iommufd_pt, flags);
+	FIELD(vfio_device_detach_iommufd_pt, pasid);
+
+	STRUCT(iommu_destroy);
+	FIELD(iommu_destroy, size);
+	FIELD(iommu_destroy, id);
+
+	STRUCT(iommu_ioas_alloc);
+	FIELD(iommu_ioas_alloc, size);
+	FIELD(iommu_ioas_alloc, flags);
+	FIELD(iommu_ioas_alloc, out_ioas_id);
+
+	STRUCT(iommu_ioas_map_file);
+	FIELD(iommu_ioas_map_file, size);
+	FIELD(iommu_ioas_map_file, flags);
+	FIELD(iommu_ioas_map_file, ioas_id);
+	FIELD(iommu_ioas_map_file, fd);
+	FIELD(iommu_ioas_map_file, start);
+	FIELD(iommu_ioas_map_file, length);
+	FIELD(iommu_ioas_map_file, iova);
+
+	STRUCT(iommu_ioas_unmap);
+	FIELD(iommu_ioas_unmap, size);
+	FIELD(iommu_ioas_unmap, ioas_id);
+	FIELD(iommu_ioas_unmap, iova);
+	FIELD(iommu_ioas_unmap, length);
+
 	CONST(VFIO_TYPE);
 	CONST(VFIO_BASE);
 	CONST(VFIO_API_VERSION);
@@ -192,6 +250,18 @@ int main(void)
 	CONST(VFIO_DEVICE_FEATURE_SET);
 	CONST(VFIO_DEVICE_FEATURE_PROBE);
 	CONST(VFIO_DEVICE_FEATURE_DMA_BUF);
+	CONST(VFIO_REGION_INFO_FLAG_CAPS);
+	CONST(VFIO_REGION_INFO_CAP_SPARSE_MMAP);
+	CONST(VFIO_REGION_INFO_CAP_MSIX_MAPPABLE);
+	CONST(VFIO_DEVICE_BIND_FLAG_TOKEN);
+	CONST(IOMMUFD_TYPE);
+	CONST(IOMMUFD_CMD_DESTROY);
+	CONST(IOMMUFD_CMD_IOAS_ALLOC);
+	CONST(IOMMUFD_CMD_IOAS_UNMAP);
+	CONST(IOMMUFD_CMD_IOAS_MAP_FILE);
+	CONST(IOMMU_IOAS_MAP_FIXED_IOVA);
+	CONST(IOMMU_IOAS_MAP_WRITEABLE);
+	CONST(IOMMU_IOAS_MAP_READABLE);
 
 	CONST(VFIO_GET_API_VERSION);
 	CONST(VFIO_CHECK_EXTENSION);
@@ -203,6 +273,13 @@ int main(void)
 	CONST(VFIO_DEVICE_GET_REGION_INFO);
 	CONST(VFIO_DEVICE_RESET);
 	CONST(VFIO_DEVICE_FEATURE);
+	CONST(VFIO_DEVICE_BIND_IOMMUFD);
+	CONST(VFIO_DEVICE_ATTACH_IOMMUFD_PT);
+	CONST(VFIO_DEVICE_DETACH_IOMMUFD_PT);
+	CONST(IOMMU_DESTROY);
+	CONST(IOMMU_IOAS_ALLOC);
+	CONST(IOMMU_IOAS_UNMAP);
+	CONST(IOMMU_IOAS_MAP_FILE);
 
 	for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++)
 		build_sample(&samples[i]);

@@ -39,6 +39,7 @@ mod buddy_mode;
 mod fault_mode;
 mod framebuffer_mode;
 mod importer_mode;
+mod iommufd_mode;
 mod sanitizer;
 mod scenarios;
 mod stream;
@@ -59,6 +60,9 @@ fn main() {
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if cmdline.split_whitespace().any(|w| w == "nrlab.mode=fault") {
         return fault_mode::main(report.kernel);
+    }
+    if cmdline.split_whitespace().any(|w| w == kernel_lab::iommufd::MODE) {
+        return iommufd_mode::main(report.kernel);
     }
     if cmdline.split_whitespace().any(|w| w == "nrlab.mode=buddy") {
         return buddy_mode::main(report.kernel);
