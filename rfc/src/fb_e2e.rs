@@ -7,7 +7,8 @@
 //! Out: `framebuffer-e2e/placements.json` (the kernel allocator's blocks,
 //! which the matrix and CI replay without the allocator),
 //! `framebuffer-e2e/e2e.json` (one [`FbRow`] per kernel, path and
-//! framebuffer), `e2e.md`, and [`plot`]'s `e2e.svg` (the acceptance case).
+//! framebuffer), `e2e.md`, [`plot`]'s `e2e.svg` (the acceptance case), and
+//! each kernel's full report (`kernel-<kernel>.json`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -141,6 +142,8 @@ pub fn generate(g: &Generate<'_>) -> Result<String, Box<dyn std::error::Error + 
         } else {
             reports.push(run_kernel_lab(&placements_path, k, &out)?);
         }
+        // The kernel's own answers (every entry and read) beside the summary.
+        std::fs::copy(&out, dir.join(format!("kernel-{k}.json")))?;
     }
     let rows: Vec<FbRow> = reports.iter().flat_map(kernel_lab::framebuffer::host::rows).collect();
     std::fs::write(dir.join("e2e.json"), serde_json::to_string_pretty(&rows)? + "\n")?;
@@ -214,7 +217,8 @@ pub fn rfc_section(rows: &[FbRow]) -> String {
     );
     s.push_str(
         "| kernel | path | one multi-range dma-buf: intact | map errors | 4K at 90 % | one dma-buf per range: intact | \
-         DMA spans the importer holds (one / per range, max) | kmod-shim |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         DMA spans the importer holds (one / per range, max) | 4K at 90 %: export to mapping, ms (one / per range) | \
+         kmod-shim |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for k in &kernels {
         for p in [
@@ -246,9 +250,13 @@ pub fn rfc_section(rows: &[FbRow]) -> String {
             let max_one = v.iter().filter(|r| r.map == "0").map(|r| r.spans).max();
             let max_per = v.iter().map(|r| r.workaround_spans).max().unwrap_or(0);
             let unexplained: usize = v.iter().map(|r| r.unexplained).sum();
+            let ms = v.iter().find(|r| r.name == ACCEPTANCE).map_or("-".to_string(), |r| {
+                let one = if r.map == "0" { format!("{:.1}", r.setup_seconds * 1e3) } else { "fails".into() };
+                format!("{one} / {:.1}", r.workaround_setup_seconds * 1e3)
+            });
             let _ = writeln!(
                 s,
-                "| {k} | {} | {} of {} | {} | {acc} | {w} of {} | {} / {max_per} | {} |",
+                "| {k} | {} | {} of {} | {} | {acc} | {w} of {} | {} / {max_per} | {ms} | {} |",
                 path_label(p),
                 v.iter().filter(|r| intact(r)).count(),
                 v.len(),
@@ -262,7 +270,8 @@ pub fn rfc_section(rows: &[FbRow]) -> String {
     s.push_str(
         "\nBUS_ADDR: the kernel maps (one entry per range) but QEMU sends every DMA through the vIOMMU, so edu \
          cannot reach the BAR by bus address (kernel-lab FINDINGS F4); kmod-shim predicts the map and the entries, \
-         and the reads' difference is that finding.\n\n\
+         and the reads' difference is that finding. Times are the guest's clock under QEMU TCG (the lab builds \
+         carry KASAN and lockdep), for comparing the two designs on one kernel, not across kernels.\n\n\
          ![the 4K framebuffer at 90 %, end to end](evidence/framebuffer-e2e/e2e.svg)\n",
     );
     s
@@ -380,8 +389,14 @@ pub fn plot(path: &Path, p: &FbPlacement, rows: &[FbRow]) -> Result<(), Box<dyn 
         root.draw(&Rectangle::new([(bx, buf_y), (end, buf_y + 40)], c.mix(0.8).filled()))?;
         root.draw(&Rectangle::new([(bx, buf_y), (end, buf_y + 40)], BLACK.stroke_width(1)))?;
         root.draw(&PathElement::new(vec![(xb, bar_y + 24), ((bx + end) / 2, buf_y)], c.stroke_width(1)))?;
-        root.draw(&Text::new(format!("{i}"), ((bx + end) / 2, buf_y + 12), centred(13)))?;
-        root.draw(&Text::new(format!("{} MiB", len >> 20), ((bx + end) / 2, buf_y + 29), centred(11)))?;
+        // Labels only where they fit; the smallest ranges are a sliver.
+        if end - bx >= 14 {
+            root.draw(&Text::new(format!("{i}"), ((bx + end) / 2, buf_y + 12), centred(13)))?;
+        }
+        if end - bx >= 50 {
+            let size = if len >= 1 << 20 { format!("{} MiB", len >> 20) } else { format!("{} KiB", len >> 10) };
+            root.draw(&Text::new(size, ((bx + end) / 2, buf_y + 29), centred(11)))?;
+        }
         bx = end;
     }
     // What the peer read: one row per kernel and path.
