@@ -98,35 +98,13 @@ pub fn run(a: &FaultArgs) -> Result<u64, LabError> {
         topo.name,
         timeout.as_secs()
     ));
-    let tb = Instant::now();
-    let mut stream = Err(LabError::Io("not run".into()));
-    let mut retried_after_oops = false;
-    for attempt in 0..2 {
-        let dir = host::tempdir(&run_dir.0, "boot")?;
-        // The importer lab's machine; strict IOMMU mode so that a returned
-        // IOVA span is handed out again at once and a leaked one shows.
-        let machine = importer_host::machine(&topo, &kernel.vmlinuz(), &initramfs, &dir.0, None)
-            .append(&format!("nrlab.mode=fault iommu.strict=1 nrlab.repeats={repeats}"));
-        stream = qemu::boot_with(&machine, timeout);
-        let oops = importer_host::early_oops(&dir.0);
-        if a.keep_run_dir || stream.is_err() {
-            // Out of the run directory, which goes when the run ends.
-            let name = dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let kept = std::env::temp_dir().join(format!("nr-ranges-fault-{name}.kept"));
-            if fs::rename(&dir.0, &kept).is_ok() {
-                progress(format!("run directory kept: {}", kept.display()));
-            }
-        }
-        // TCG sometimes panics the kernel before init runs (seen in
-        // setup_IO_APIC()); that says nothing about the sweep.
-        if stream.is_err() && oops && attempt == 0 {
-            progress("early kernel oops under TCG, before the guest agent ran; retrying once");
-            retried_after_oops = true;
-            continue;
-        }
-        break;
-    }
-    let boot_seconds = tb.elapsed().as_secs_f64();
+    // The importer lab's machine; strict IOMMU mode so that a returned IOVA
+    // span is handed out again at once and a leaked one shows.
+    let boot = qemu::boot_retrying(&run_dir.0, "fault", timeout, a.keep_run_dir, |dir| {
+        importer_host::machine(&topo, &kernel.vmlinuz(), &initramfs, dir, None)
+            .append(&format!("nrlab.mode=fault iommu.strict=1 nrlab.repeats={repeats}"))
+    })?;
+    let (stream, retried_after_oops, boot_seconds) = (boot.stream, boot.retried_after_oops, boot.seconds);
     let bytes = stream?;
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let guest: FaultGuestReport = serde_json::from_slice(line)

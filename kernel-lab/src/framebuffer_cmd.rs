@@ -132,26 +132,13 @@ fn run_topology(
         disagreements: 0,
         unexplained: 0,
     };
-    let tb = Instant::now();
-    let dir = match host::tempdir(parent, &topo.name) {
-        Ok(d) => d,
-        Err(e) => {
-            r.error = Some(e.to_string());
-            return r;
-        }
-    };
-    let machine = fb_host::machine(&topo, &kernel.vmlinuz(), initrd, &dir.0, opt);
-    let stream = qemu::boot_with(&machine, Duration::from_secs(a.timeout));
-    if a.keep_run_dir || stream.is_err() {
-        // Without the 8 GiB backing file, which is only the pattern.
-        let _ = std::fs::remove_file(dir.0.join("ivshmem"));
-        let kept = dir.0.with_extension("kept");
-        if std::fs::rename(&dir.0, &kept).is_ok() {
-            progress(format!("run directory kept: {}", kept.display()));
-        }
-    }
-    r.boot_seconds = tb.elapsed().as_secs_f64();
-    let bytes = match stream {
+    let boot = qemu::boot_retrying(parent, "framebuffer", Duration::from_secs(a.timeout), a.keep_run_dir, |dir| {
+        fb_host::machine(&topo, &kernel.vmlinuz(), initrd, dir, opt)
+    });
+    let bytes = match boot.and_then(|b| {
+        r.boot_seconds = b.seconds;
+        b.stream
+    }) {
         Ok(b) => b,
         Err(e) => {
             r.error = Some(e.to_string());

@@ -124,38 +124,20 @@ fn run_topology(
         disagreements: 0,
         unexplained: 0,
     };
-    let tb = Instant::now();
-    let mut stream = Err(LabError::Io("not run".into()));
-    for attempt in 0..2 {
-        let dir = match host::tempdir(parent, &topo.name) {
-            Ok(d) => d,
-            Err(e) => {
-                r.error = Some(e.to_string());
-                return r;
-            }
-        };
-        let mut machine = importer_host::machine(&topo, &kernel.vmlinuz(), initramfs, &dir.0, a.shapes.as_deref());
+    let boot = qemu::boot_retrying(parent, &topo.name, Duration::from_secs(a.timeout), a.keep_run_dir, |dir| {
+        let machine = importer_host::machine(&topo, &kernel.vmlinuz(), initramfs, dir, a.shapes.as_deref());
+        // The guest reads nrlab.revoke from the kernel command line.
         if a.no_revoke {
-            // The guest reads nrlab.revoke from the kernel command line.
-            machine = machine.append("nrlab.revoke=0");
+            machine.append("nrlab.revoke=0")
+        } else {
+            machine
         }
-        stream = qemu::boot_with(&machine, Duration::from_secs(a.timeout));
-        let oops = importer_host::early_oops(&dir.0);
-        if a.keep_run_dir || stream.is_err() {
-            let kept = dir.0.with_extension("kept");
-            if std::fs::rename(&dir.0, &kept).is_ok() {
-                progress(format!("run directory kept: {}", kept.display()));
-            }
-        }
-        if stream.is_err() && oops && attempt == 0 {
-            progress(format!("topology {}: early guest oops under TCG; retrying once", topo.name));
-            r.retried_after_oops = true;
-            continue;
-        }
-        break;
-    }
-    r.boot_seconds = tb.elapsed().as_secs_f64();
-    let bytes = match stream {
+    });
+    let bytes = match boot.and_then(|b| {
+        r.boot_seconds = b.seconds;
+        r.retried_after_oops = b.retried_after_oops;
+        b.stream
+    }) {
         Ok(b) => b,
         Err(e) => {
             r.error = Some(e.to_string());

@@ -2,7 +2,7 @@
 //! with kmod-shim, JSON and markdown). See `kernel_lab::iommufd`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kernel_lab::debian::{self, Kernel, KernelRequest};
 use kernel_lab::host::{self, progress, LabError};
@@ -59,19 +59,11 @@ pub fn run(a: &IommufdArgs) -> Result<IommufdLabReport, LabError> {
     let initramfs = run_dir.0.join("initramfs.cpio");
     initramfs::build_initramfs_with(&kernel, &guest, &[], &initramfs)?;
 
-    let dir = host::tempdir(&run_dir.0, "boot")?;
-    let m = machine(&kernel, &initramfs, &dir.0);
     progress(format!("booting QEMU (TCG), deadline {} s", a.timeout));
-    let tb = Instant::now();
-    let stream = qemu::boot_with(&m, Duration::from_secs(a.timeout));
-    let boot_seconds = tb.elapsed().as_secs_f64();
-    if a.keep_run_dir || stream.is_err() {
-        let name = dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let kept = std::env::temp_dir().join(format!("nr-ranges-iommufd-{name}.kept"));
-        if std::fs::rename(&dir.0, &kept).is_ok() {
-            progress(format!("run directory kept: {}", kept.display()));
-        }
-    }
+    let boot = qemu::boot_retrying(&run_dir.0, "iommufd", Duration::from_secs(a.timeout), a.keep_run_dir, |dir| {
+        machine(&kernel, &initramfs, dir)
+    })?;
+    let (stream, boot_seconds) = (boot.stream, boot.seconds);
     let bytes = stream?;
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let guest: IommufdReport = serde_json::from_slice(line)

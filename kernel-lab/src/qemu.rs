@@ -223,3 +223,59 @@ mod tests {
         assert_eq!(line, want.split_whitespace().collect::<Vec<_>>().join(" "));
     }
 }
+
+/// Whether the console shows a kernel oops before the guest agent ran.
+pub fn early_oops(run_dir: &Path) -> bool {
+    let text = fs::read_to_string(run_dir.join("console.log")).unwrap_or_default();
+    let before = text.split("nr-ranges-guest").next().unwrap_or("");
+    ["Oops", "BUG:", "Kernel panic", "general protection fault"].iter().any(|k| before.contains(k))
+}
+
+/// What [`boot_retrying`] gave.
+#[derive(Debug)]
+pub struct Boot {
+    /// What the guest wrote to its output port, or why it did not.
+    pub stream: Result<Vec<u8>, LabError>,
+    /// Booted twice because the first boot died before the guest agent ran.
+    pub retried_after_oops: bool,
+    /// Seconds, both boots included.
+    pub seconds: f64,
+}
+
+/// Boots the machine `machine_for(run_dir)` builds, in a fresh directory
+/// under `parent`. TCG on a loaded host sometimes panics the kernel before
+/// `/init` runs (seen in `setup_IO_APIC()`: `panic_if_irq_remap()` when the
+/// timer check times out); that says nothing about the lab, so such a boot
+/// is retried once. The run directory is kept as
+/// `$TMPDIR/nr-ranges-<lab>-<dir>.kept` (without ivshmem's backing file)
+/// when `keep` or when the boot failed.
+pub fn boot_retrying(
+    parent: &Path,
+    lab: &str,
+    timeout: Duration,
+    keep: bool,
+    machine_for: impl Fn(&Path) -> Qemu,
+) -> Result<Boot, LabError> {
+    let t = std::time::Instant::now();
+    let mut retried_after_oops = false;
+    loop {
+        let dir = crate::host::tempdir(parent, lab)?;
+        let stream = boot_with(&machine_for(&dir.0), timeout);
+        let oops = early_oops(&dir.0);
+        if keep || stream.is_err() {
+            // Out of `parent`, which may go when the command ends.
+            let _ = fs::remove_file(dir.0.join("ivshmem"));
+            let name = dir.0.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let kept = std::env::temp_dir().join(format!("nr-ranges-{lab}-{name}.kept"));
+            if fs::rename(&dir.0, &kept).is_ok() {
+                crate::host::progress(format!("run directory kept: {}", kept.display()));
+            }
+        }
+        if stream.is_err() && oops && !retried_after_oops {
+            crate::host::progress("early kernel oops under TCG, before the guest agent ran; retrying once");
+            retried_after_oops = true;
+            continue;
+        }
+        return Ok(Boot { stream, retried_after_oops, seconds: t.elapsed().as_secs_f64() });
+    }
+}

@@ -224,13 +224,6 @@ pub fn machine(topo: &Topology, vmlinuz: &Path, initramfs: &Path, run_dir: &Path
     devs.into_iter().fold(q, Qemu::device)
 }
 
-/// Whether the console shows a kernel oops before the guest agent ran.
-pub fn early_oops(run_dir: &Path) -> bool {
-    let text = fs::read_to_string(run_dir.join("console.log")).unwrap_or_default();
-    let before = text.split("nr-ranges-guest").next().unwrap_or("");
-    ["Oops", "BUG:", "Kernel panic", "general protection fault"].iter().any(|k| before.contains(k))
-}
-
 // ---------------------------------------------------------------------------
 // kmod-shim's prediction and the comparison.
 
