@@ -11,7 +11,7 @@ use validator::Outcome;
 use crate::fixtures::{config, edge_device, path_importers, shim_with, PAGE_SIZES};
 use crate::lifecycle::{run, Op};
 use crate::oracle::{
-    decomposition, fault_leaves_state, kernel_links_at_offset_zero, map_on_every_path, ok, predict_map,
+    decomposition_given, fault_leaves_state, kernel_links_at_offset_zero_given, map_on_every_path, ok, predict_map,
     shim_agrees_with_validator, single_range_equivalence, strict_within_linux, Perturb,
 };
 use crate::scenario::Scenario;
@@ -63,6 +63,10 @@ pub fn structured(s: &Scenario) {
     strict_within_linux(&req, &dev);
     shim_agrees_with_validator(&req, &dev, policy);
     let imps = s.importer_descs();
+    let paths = path_importers();
+    // The Fixed-mode maps through the path importers, shared by the
+    // offset-0 and decomposition claims (one deterministic run, not two).
+    let mut multi_paths = None;
     match s.fault_plan() {
         Some(plan) => {
             for &d in imps.iter().take(3) {
@@ -70,8 +74,12 @@ pub fn structured(s: &Scenario) {
             }
         }
         None => {
-            map_on_every_path(&dev, &req, policy, Fidelity::Fixed, &imps);
-            kernel_links_at_offset_zero(&dev, &req, policy);
+            let fixed = map_on_every_path(&dev, &req, policy, Fidelity::Fixed, &paths);
+            if imps[..] != paths[..] {
+                map_on_every_path(&dev, &req, policy, Fidelity::Fixed, &imps);
+            }
+            kernel_links_at_offset_zero_given(&dev, &req, policy, &fixed);
+            multi_paths = Some(fixed);
         }
     }
     let h = owned.dma_buf;
@@ -89,8 +97,11 @@ pub fn structured(s: &Scenario) {
         let p = Perturb { argsz: owned.feature.argsz, flags: h.flags, readable: owned.readable };
         single_range_equivalence(&dev, &single, policy, p);
     }
-    if s.well_formed() && !owned.ranges.is_empty() && owned.ranges.len() <= 64 {
-        decomposition(&dev, policy, h.region_index, h.open_flags, &owned.ranges);
+    // `Scenario::well_formed()` without building the request again.
+    let well_formed = crate::well_formed(h.region_index, h.open_flags, &owned.ranges) == owned;
+    if well_formed && !owned.ranges.is_empty() && owned.ranges.len() <= 64 {
+        // A well-formed request is the decomposition's multi-range request.
+        decomposition_given(&dev, policy, h.region_index, h.open_flags, &owned.ranges, multi_paths);
     }
 }
 
