@@ -9,15 +9,21 @@
 # Builds the targets at the baseline rev (in a temporary git worktree; the
 # binaries are cached per rev under fuzz/target/speed/) and in this working
 # tree, the way scripts/fuzz.sh does (--release --debug-assertions
-# --sanitizer none), then for each target runs both binaries on the same
-# inputs, one after the other, on one core:
-#   exec/s: libFuzzer fuzzing from a copy of this tree's committed corpus
-#           with -seed=1 -runs=N/3, the dictionary and -max_len of fuzz.sh;
-#           wall clock, runs / seconds; three rounds alternating before and
-#           after, the best of each (N: ~20 s per target at the baseline).
+# --sanitizer none), then for each target runs both binaries, one after the
+# other, on one core, on the same inputs (a copy of this tree's committed
+# corpus):
+#   exec/s:  every corpus file run R times (libFuzzer -runs=R with files:
+#            the same executions for both; R sized for ~20 s per target at
+#            the baseline), wall clock, in three rounds alternating before
+#            and after, the best round of each (other jobs on the machine
+#            only ever slow a round down);
+#   fuzzing: libFuzzer fuzzing from the corpus, -seed=1 -runs=N with the
+#            dictionary and -max_len of fuzz.sh: what a campaign sees, but
+#            the inputs differ once the coverage feedback differs;
 #   Ir/exec: callgrind instructions inside rust_fuzzer_test_input over the
-#           fixed set (every corpus file run once, then three times; the
-#           difference / (2 x files) leaves out one-time setup).
+#            corpus (every file run once, then three times; the difference
+#            / (2 x files) leaves out one-time setup such as the kernel
+#            corpus lookup).
 # Prints a markdown table. Needs nightly, cargo-fuzz and (for Ir) valgrind.
 set -euo pipefail
 
@@ -33,7 +39,7 @@ while [[ $# -gt 0 ]]; do
         --baseline) baseline="$2"; shift 2 ;;
         --scale) scale="$2"; shift 2 ;;
         --no-callgrind) callgrind=0; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
@@ -47,8 +53,10 @@ if [[ $callgrind == 1 ]] && ! command -v valgrind >/dev/null; then
     exit 1
 fi
 
-# Runs per target: about 20 s each at the baseline's speed on this machine.
-declare -A runs=([bytes]=3000000 [structured]=300000 [lifecycle]=150000)
+# Executions per target over the fixed inputs, and fuzzing runs: about
+# 20 s each at the baseline's speed on this machine.
+declare -A fixed=([bytes]=600000 [structured]=30000 [lifecycle]=150000)
+declare -A runs=([bytes]=1000000 [structured]=100000 [lifecycle]=100000)
 rounds=3
 
 out="$root/fuzz/target/speed"
@@ -89,13 +97,23 @@ for t in "${targets[@]}"; do cp -r "$root/fuzz/corpus/$t" "$inputs/$t"; done
 
 now() { date +%s%N; }
 
-# exec_rate BIN TARGET N: executions per second, fuzzing N runs from the corpus.
+# exec_rate BIN TARGET R: executions per second, every corpus file R times.
 exec_rate() {
+    local bin="$1" t="$2" r="$3" t0 t1 files
+    files=("$inputs/$t"/*)
+    t0=$(now)
+    nice -n 10 "$bin" -runs="$r" "${files[@]}" >"$out/fixed-$t-$(basename "$(dirname "$bin")").log" 2>&1
+    t1=$(now)
+    awk -v n=$((r * ${#files[@]})) -v ns=$((t1 - t0)) 'BEGIN { printf "%d", n / (ns / 1e9) }'
+}
+
+# fuzz_rate BIN TARGET N: executions per second, fuzzing N runs from the corpus.
+fuzz_rate() {
     local bin="$1" t="$2" n="$3" scratch t0 t1
     scratch="$(mktemp -d "$out/scratch.XXXXXX")"
     t0=$(now)
     nice -n 10 "$bin" "$scratch" "$inputs/$t" -seed=1 -runs="$n" -max_len=4096 \
-        -dict="$inputs/dict" -print_final_stats=1 >"$out/run-$t-$(basename "$(dirname "$bin")").log" 2>&1
+        -dict="$inputs/dict" -print_final_stats=1 >"$out/fuzz-$t-$(basename "$(dirname "$bin")").log" 2>&1
     t1=$(now)
     rm -rf "$scratch"
     awk -v n="$n" -v ns=$((t1 - t0)) 'BEGIN { printf "%d", n / (ns / 1e9) }'
@@ -116,17 +134,16 @@ ir_per_exec() {
 echo
 echo "Baseline ${base_sha:0:7} against this working tree ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo ', modified')); $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
-echo "| target | runs | before exec/s | after exec/s | speed-up | before Ir/exec | after Ir/exec |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| target | fixed inputs | before exec/s | after exec/s | speed-up | before Ir/exec | after Ir/exec | fuzzing before exec/s | fuzzing after exec/s |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for t in "${targets[@]}"; do
-    n=$(awk -v n="${runs[$t]}" -v s="$scale" -v r="$rounds" 'BEGIN { printf "%d", n * s / r }')
-    # Alternating rounds, best of each: other jobs on the machine only ever
-    # slow a round down.
+    nfiles=$(find "$inputs/$t" -type f | wc -l)
+    r=$(awk -v n="${fixed[$t]}" -v s="$scale" -v k="$rounds" -v f="$nfiles" 'BEGIN { r = int(n * s / k / f); print (r < 1 ? 1 : r) }')
     eb=0 ea=0
     for ((i = 0; i < rounds; i++)); do
-        x=$(exec_rate "$before/$t" "$t" "$n")
+        x=$(exec_rate "$before/$t" "$t" "$r")
         ((x > eb)) && eb=$x
-        x=$(exec_rate "$after/$t" "$t" "$n")
+        x=$(exec_rate "$after/$t" "$t" "$r")
         ((x > ea)) && ea=$x
     done
     ib="-" ia="-"
@@ -134,6 +151,9 @@ for t in "${targets[@]}"; do
         ib=$(ir_per_exec "$before/$t" "$t")
         ia=$(ir_per_exec "$after/$t" "$t")
     fi
+    n=$(awk -v n="${runs[$t]}" -v s="$scale" 'BEGIN { printf "%d", n * s }')
+    fb=$(fuzz_rate "$before/$t" "$t" "$n")
+    fa=$(fuzz_rate "$after/$t" "$t" "$n")
     su=$(awk -v a="$ea" -v b="$eb" 'BEGIN { printf "%.2fx", a / b }')
-    echo "| $t | $rounds x $n | $eb | $ea | $su | $ib | $ia |"
+    echo "| $t | $nfiles files x $r x $rounds | $eb | $ea | $su | $ib | $ia | $fb | $fa |"
 done

@@ -108,6 +108,8 @@ pub struct Lifecycle {
     memory: bool,
     open: bool,
     importers: usize,
+    /// A fault was armed by a [`Op::Fault`] step (it may have fired since).
+    fault_armed: bool,
 }
 
 impl Default for Lifecycle {
@@ -133,6 +135,7 @@ impl Lifecycle {
             memory: true,
             open: true,
             importers: imps.len(),
+            fault_armed: false,
         }
     }
 
@@ -163,16 +166,24 @@ impl Lifecycle {
     /// Applies one step and checks the model and the invariants; panics on a
     /// violation.
     pub fn apply(&mut self, op: Op) {
-        // Only export, attach and map can fail (`failed` below); the other
-        // steps need no snapshot, which costs as much as the step itself.
-        let before = matches!(op, Op::Export(_) | Op::Attach(..) | Op::Map(_)).then(|| self.shim.snapshot());
+        // The state before the step, compared after a step that failed
+        // (`failed`). Taken only where a failure does not already panic:
+        // export and attach fail only through a fault that fires now, so
+        // only while one is pending; a map also where the model allows the
+        // failure (predicted error, small aperture, no P2P path). A snapshot
+        // costs as much as the step itself.
+        let mut before = None;
         let armed = self.shim.fault_fired();
+        let pending = self.fault_armed && armed.is_none();
         let pick = |n: usize, i: u8| (n != 0).then(|| i as usize % n);
         let mut failed = false;
         match op {
             Op::Export(i) => {
                 let req = &self.reqs[i as usize % self.reqs.len()];
                 let v = validator::validate(&req.request(), &self.shim.device().dev, Policy::Linux);
+                if pending {
+                    before = Some(self.shim.snapshot());
+                }
                 match self.shim.export(&req.request()) {
                     Ok(id) => {
                         assert!(self.open && v.is_ok(), "export succeeded: open {} verdict {v:?}", self.open);
@@ -197,6 +208,9 @@ impl Lifecycle {
                 let imp = ImporterId(imp as usize % self.importers);
                 let desc = self.shim.importer(imp).expect("importer").desc;
                 let live = self.shim.dma_buf(id).is_some();
+                if pending {
+                    before = Some(self.shim.snapshot());
+                }
                 match self.shim.attach(id, imp) {
                     Ok(a) => {
                         assert!(
@@ -224,6 +238,16 @@ impl Lifecycle {
                 } else {
                     None
                 };
+                // Predicted (sg cap, no P2P path, small aperture exhausted by
+                // earlier maps) or a fault.
+                let small = self.shim.importer(imp).expect("importer").iommu.as_ref().is_some_and(|io| {
+                    let (s, e) = io.aperture();
+                    e - s < crate::fixtures::APERTURE.1 - crate::fixtures::APERTURE.0
+                });
+                let p2p_none = self.shim.importer(imp).expect("importer").desc.map_type == P2pMapType::NotSupported;
+                if pending || small || p2p_none || matches!(want, Some(Err(_))) {
+                    before = Some(self.shim.snapshot());
+                }
                 match self.shim.map(att) {
                     Ok(m) => {
                         assert!(live, "map of a detached attachment");
@@ -236,14 +260,6 @@ impl Lifecycle {
                         assert_eq!(MapError::Revoked.errno(), kmod_shim::Errno::ENODEV);
                     }
                     Err(e) => {
-                        // Predicted (sg cap, no P2P path, small aperture
-                        // exhausted by earlier maps) or a fault.
-                        let small = self.shim.importer(imp).expect("importer").iommu.as_ref().is_some_and(|io| {
-                            let (s, e) = io.aperture();
-                            e - s < crate::fixtures::APERTURE.1 - crate::fixtures::APERTURE.0
-                        });
-                        let p2p_none =
-                            self.shim.importer(imp).expect("importer").desc.map_type == P2pMapType::NotSupported;
                         assert!(
                             self.fault_fired_now(armed) || want == Some(Err(e)) || small || p2p_none,
                             "map failed: {e:?}, predicted {want:?}"
@@ -312,11 +328,12 @@ impl Lifecycle {
             }
             Op::Fault(site, step) => {
                 self.shim.arm_fault(Some(FaultPlan::new(FaultSite::ALL[site as usize % 6], step as u64 % 8)));
+                self.fault_armed = true;
             }
         }
         self.drop_maps_of_revoked();
         if failed {
-            let before = before.expect("a step that can fail took a snapshot");
+            let before = before.expect("a step that may fail took a snapshot");
             assert_eq!(self.shim.snapshot(), before, "a failed {op:?} changed the state");
         }
         self.check(op);
@@ -334,7 +351,7 @@ impl Lifecycle {
 
     /// The reference model against the shim, and the invariants.
     fn check(&self, op: Op) {
-        ok(&self.shim, &format!("after {op:?}"));
+        ok(&self.shim, format_args!("after {op:?}"));
         let c = self.shim.counters();
         let live_bufs: Vec<_> =
             self.bufs.iter().filter(|b| b.1.fd_open || self.live_atts(b.0) != 0).map(|b| b.0).collect();

@@ -18,7 +18,7 @@ use crate::{check_order, well_formed};
 /// (`kmod_shim::DEFECTS`, defects 2 and 3) is expected, and the checker reports
 /// it before anything else, so nothing more is checked once it happened.
 #[track_caller]
-pub fn ok(s: &Shim, what: &str) {
+pub fn ok(s: &Shim, what: impl std::fmt::Display) {
     match check_invariants(s) {
         Ok(()) => {}
         Err(Violation::Anomaly(Anomaly::IovaLeak { .. })) if s.config().fidelity.is_kernel() => {}
@@ -31,7 +31,13 @@ pub fn ok(s: &Shim, what: &str) {
 /// a request Linux accepts (or rejects differently) is a `Strict*` rule whose
 /// documented condition holds.
 pub fn strict_within_linux(req: &Request<'_>, dev: &Device) {
-    let l = validate(req, dev, Policy::Linux);
+    strict_within_linux_given(req, dev, &validate(req, dev, Policy::Linux));
+}
+
+/// [`strict_within_linux`], given the Linux verdict `l` on `req` (for a
+/// caller that has it already).
+pub fn strict_within_linux_given(req: &Request<'_>, dev: &Device, l: &Result<Outcome, Reject>) {
+    let l = *l;
     let s = validate(req, dev, Policy::Strict);
     match (&l, &s) {
         (_, Ok(_)) => assert_eq!(l, s, "Strict accepted what Linux answers differently"),
