@@ -40,7 +40,7 @@ while [[ $# -gt 0 ]]; do
         --baseline) baseline="$2"; shift 2 ;;
         --scale) scale="$2"; shift 2 ;;
         --no-callgrind) callgrind=0; shift ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
