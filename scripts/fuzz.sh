@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh --smoke         # every target, 30 s each (CI)
 #   scripts/fuzz.sh --time 3600 bytes structured
 #   scripts/fuzz.sh --jobs 8 --time 86400 structured   # libFuzzer -fork=8
+#   scripts/fuzz.sh --cmin          # minimize the committed corpora in place
 #
 # Installs cargo-fuzz (cargo install cargo-fuzz --locked) if missing. Needs
 # the nightly toolchain (rustup toolchain install nightly). Crashes land in
@@ -18,13 +19,15 @@ cd "$root"
 
 time_per_target=600
 jobs=1
+cmin=0
 targets=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) time_per_target=30; shift ;;
         --time) time_per_target="$2"; shift 2 ;;
         --jobs) jobs="$2"; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --cmin) cmin=1; shift ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
@@ -56,6 +59,45 @@ summary() {
     printf 'fuzz: %-10s %s runs, %s exec/s, %s entries, %s (%s s): %s; log %s\n' \
         "$t" "${runs:-?}" "${rate:-?}" "${corp#corp: }" "${cov:-cov: ?}" "$time_per_target" "$verdict" "$log"
 }
+
+# Corpus minimization: what `cargo fuzz cmin` runs (libFuzzer -merge=1 into
+# an empty directory), except that the hand-written seeds of bytes (every
+# name that is not lab-NNN or kernel-NNN) are kept whatever they add, and
+# the kept files get their names back (libFuzzer names them by SHA-1).
+if [[ $cmin == 1 ]]; then
+    bin_dir="$CARGO_TARGET_DIR/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
+    for t in "${targets[@]}"; do
+        dir="$root/fuzz/corpus/$t"
+        tmp="$(mktemp -d)"
+        mkdir "$tmp/keep" "$tmp/rest" "$tmp/out"
+        for f in "$dir"/*; do
+            n="$(basename "$f")"
+            if [[ $t == bytes && ! $n =~ ^(lab|kernel)-[0-9]+$ ]]; then
+                cp "$f" "$tmp/keep/$n"
+            else
+                cp "$f" "$tmp/rest/$n"
+            fi
+        done
+        cp "$tmp/keep/"* "$tmp/out/" 2>/dev/null || true
+        "$bin_dir/$t" -merge=1 "$tmp/out" "$tmp/rest" >"$tmp/merge.log" 2>&1
+        before=$(find "$dir" -type f | wc -l)
+        # Back to the original names: every kept file is a copy of one.
+        declare -A name_of=()
+        for f in "$tmp/keep"/* "$tmp/rest"/*; do
+            [[ -e $f ]] && name_of[$(sha1sum <"$f" | cut -d' ' -f1)]="$(basename "$f")"
+        done
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        for f in "$tmp/out"/*; do
+            h=$(sha1sum <"$f" | cut -d' ' -f1)
+            cp "$f" "$dir/${name_of[$h]:-$h}"
+        done
+        unset name_of
+        echo "fuzz: cmin $t: $before -> $(find "$dir" -type f | wc -l) files ($(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$tmp/merge.log" | tail -n 1))"
+        rm -rf "$tmp"
+    done
+    exit 0
+fi
 
 status=0
 for t in "${targets[@]}"; do

@@ -359,6 +359,11 @@ impl Iommu {
 
     /// Checks the type's invariants; the first violation, if any.
     pub fn check(&self) -> Result<(), String> {
+        // An idle domain (most importers, most of the time) holds nothing to
+        // check; skipping the empty walks matters in instrumented builds.
+        if self.is_idle() {
+            return Ok(());
+        }
         let mut prev_end = None;
         for (&s, &e) in &self.allocated {
             if s >= e || s % self.page != 0 || e % self.page != 0 {

@@ -6,6 +6,8 @@ use kmod_shim::{
     AttachError, AttachmentId, Device, DmaBufId, ExportError, FaultPlan, FaultSite, Fidelity, ImporterId, MapError,
     MappingId, P2pMapType, Policy, Shim,
 };
+use std::sync::LazyLock;
+
 use uapi::DmaRange;
 
 use crate::fixtures::{all_importers, config, edge_device, shim_with, GIB};
@@ -83,6 +85,9 @@ pub fn presets() -> Vec<OwnedRequest> {
     ]
 }
 
+/// [`presets`], built once.
+static PRESETS: LazyLock<Vec<OwnedRequest>> = LazyLock::new(presets);
+
 /// The reference model's view of one dma-buf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BufModel {
@@ -96,18 +101,24 @@ struct BufModel {
 pub struct Lifecycle {
     /// The shim under test (Fixed mode).
     pub shim: Shim,
-    reqs: Vec<OwnedRequest>,
+    reqs: &'static [OwnedRequest],
     bufs: Vec<(DmaBufId, BufModel)>,
     atts: Vec<(AttachmentId, DmaBufId, ImporterId, bool)>,
     maps: Vec<(MappingId, AttachmentId, bool)>,
     memory: bool,
     open: bool,
     importers: usize,
+    /// A fault was armed by a [`Op::Fault`] step (it may have fired since).
+    fault_armed: bool,
 }
 
 impl Default for Lifecycle {
+    /// A clone of one driver built on first use: the importers and the
+    /// presets are the same for every run, and a fuzz campaign runs
+    /// millions.
     fn default() -> Self {
-        Self::new(edge_device(kmod_shim::PageSize::K4))
+        static FRESH: LazyLock<Lifecycle> = LazyLock::new(|| Lifecycle::new(edge_device(kmod_shim::PageSize::K4)));
+        FRESH.clone()
     }
 }
 
@@ -117,13 +128,14 @@ impl Lifecycle {
         let imps = all_importers();
         Self {
             shim: shim_with(dev, config(Policy::Linux, Fidelity::Fixed), &imps),
-            reqs: presets(),
+            reqs: &PRESETS,
             bufs: Vec::new(),
             atts: Vec::new(),
             maps: Vec::new(),
             memory: true,
             open: true,
             importers: imps.len(),
+            fault_armed: false,
         }
     }
 
@@ -154,14 +166,24 @@ impl Lifecycle {
     /// Applies one step and checks the model and the invariants; panics on a
     /// violation.
     pub fn apply(&mut self, op: Op) {
-        let before = self.shim.snapshot();
+        // The state before the step, compared after a step that failed
+        // (`failed`). Taken only where a failure does not already panic:
+        // export and attach fail only through a fault that fires now, so
+        // only while one is pending; a map also where the model allows the
+        // failure (predicted error, small aperture, no P2P path). A snapshot
+        // costs as much as the step itself.
+        let mut before = None;
         let armed = self.shim.fault_fired();
+        let pending = self.fault_armed && armed.is_none();
         let pick = |n: usize, i: u8| (n != 0).then(|| i as usize % n);
         let mut failed = false;
         match op {
             Op::Export(i) => {
                 let req = &self.reqs[i as usize % self.reqs.len()];
                 let v = validator::validate(&req.request(), &self.shim.device().dev, Policy::Linux);
+                if pending {
+                    before = Some(self.shim.snapshot());
+                }
                 match self.shim.export(&req.request()) {
                     Ok(id) => {
                         assert!(self.open && v.is_ok(), "export succeeded: open {} verdict {v:?}", self.open);
@@ -186,6 +208,9 @@ impl Lifecycle {
                 let imp = ImporterId(imp as usize % self.importers);
                 let desc = self.shim.importer(imp).expect("importer").desc;
                 let live = self.shim.dma_buf(id).is_some();
+                if pending {
+                    before = Some(self.shim.snapshot());
+                }
                 match self.shim.attach(id, imp) {
                     Ok(a) => {
                         assert!(
@@ -213,6 +238,16 @@ impl Lifecycle {
                 } else {
                     None
                 };
+                // Predicted (sg cap, no P2P path, small aperture exhausted by
+                // earlier maps) or a fault.
+                let small = self.shim.importer(imp).expect("importer").iommu.as_ref().is_some_and(|io| {
+                    let (s, e) = io.aperture();
+                    e - s < crate::fixtures::APERTURE.1 - crate::fixtures::APERTURE.0
+                });
+                let p2p_none = self.shim.importer(imp).expect("importer").desc.map_type == P2pMapType::NotSupported;
+                if pending || small || p2p_none || matches!(want, Some(Err(_))) {
+                    before = Some(self.shim.snapshot());
+                }
                 match self.shim.map(att) {
                     Ok(m) => {
                         assert!(live, "map of a detached attachment");
@@ -225,14 +260,6 @@ impl Lifecycle {
                         assert_eq!(MapError::Revoked.errno(), kmod_shim::Errno::ENODEV);
                     }
                     Err(e) => {
-                        // Predicted (sg cap, no P2P path, small aperture
-                        // exhausted by earlier maps) or a fault.
-                        let small = self.shim.importer(imp).expect("importer").iommu.as_ref().is_some_and(|io| {
-                            let (s, e) = io.aperture();
-                            e - s < crate::fixtures::APERTURE.1 - crate::fixtures::APERTURE.0
-                        });
-                        let p2p_none =
-                            self.shim.importer(imp).expect("importer").desc.map_type == P2pMapType::NotSupported;
                         assert!(
                             self.fault_fired_now(armed) || want == Some(Err(e)) || small || p2p_none,
                             "map failed: {e:?}, predicted {want:?}"
@@ -301,10 +328,12 @@ impl Lifecycle {
             }
             Op::Fault(site, step) => {
                 self.shim.arm_fault(Some(FaultPlan::new(FaultSite::ALL[site as usize % 6], step as u64 % 8)));
+                self.fault_armed = true;
             }
         }
         self.drop_maps_of_revoked();
         if failed {
+            let before = before.expect("a step that may fail took a snapshot");
             assert_eq!(self.shim.snapshot(), before, "a failed {op:?} changed the state");
         }
         self.check(op);
@@ -322,7 +351,7 @@ impl Lifecycle {
 
     /// The reference model against the shim, and the invariants.
     fn check(&self, op: Op) {
-        ok(&self.shim, &format!("after {op:?}"));
+        ok(&self.shim, format_args!("after {op:?}"));
         let c = self.shim.counters();
         let live_bufs: Vec<_> =
             self.bufs.iter().filter(|b| b.1.fd_open || self.live_atts(b.0) != 0).map(|b| b.0).collect();
