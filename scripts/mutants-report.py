@@ -5,7 +5,7 @@ a survivor that mutants-equivalent.txt does not list.
 
 A run directory is cargo-mutants' `mutants.out` (caught.txt, missed.txt,
 timeout.txt, unviable.txt: one mutant per line as `--list` names it).
-mutants-equivalent.txt: `<mutant> | <reason>` per line, `#` comments; the
+mutants-equivalent.txt: `<mutant> # <reason>` per line, `#` comments; the
 mutant may be written without its `:line:col`, so that an entry survives
 edits elsewhere in the file.
 """
@@ -37,11 +37,16 @@ def equivalents(path):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        name, sep, why = line.partition(" | ")
+        name, sep, why = line.partition(" # ")
         if not sep or not why.strip():
-            sys.exit(f"{path}:{n}: expected `<mutant> | <reason>`")
-        out[key(name)] = why.strip()
+            sys.exit(f"{path}:{n}: expected `<mutant> # <reason>`")
+        out[name.strip()] = why.strip()
     return out
+
+
+def why_equivalent(eq, mutant):
+    """The reason `mutant` is equivalent: its entry with its position, else one without."""
+    return eq.get(mutant) or eq.get(key(mutant))
 
 
 def score(caught, missed, timeout):
@@ -58,14 +63,17 @@ def main():
     ap.add_argument("--cases", default="2048")
     ap.add_argument("--out")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--partial", type=int, metavar="TOTAL",
+                    help="the run was stopped early: TOTAL mutants exist, the ones tested are a sample")
     a = ap.parse_args()
 
     eq = equivalents(a.equivalent)
     caught, missed, timeout, unviable = (read(a.props, w) for w in ("caught", "missed", "timeout", "unviable"))
-    open_ = [m for m in missed if key(m) not in eq]
+    open_ = [m for m in missed if not why_equivalent(eq, m)]
     if a.check:
         for m in missed:
-            print(f"mutants: survived: {m}" + (f" (equivalent: {eq[key(m)]})" if key(m) in eq else ""))
+            why = why_equivalent(eq, m)
+            print(f"mutants: survived: {m}" + (f" (equivalent: {why})" if why else ""))
         print(f"mutants: {len(caught)} caught, {len(missed)} missed ({len(open_)} not listed as equivalent), "
               f"{len(timeout)} timeouts, {len(unviable)} unviable")
         sys.exit(1 if open_ else 0)
@@ -79,6 +87,10 @@ def main():
     w(f"## {a.package}\n")
     w(f"{version}; the property suite at `NR_RANGES_PROPTEST_CASES={a.cases}`. Score = (caught + timeouts) /")
     w("(caught + missed + timeouts); unviable mutants (that do not build) are not counted.\n")
+    if a.partial:
+        done = len(caught) + len(missed) + len(timeout) + len(unviable)
+        w(f"**Partial run**: {done} of the package's {a.partial} mutants were tested, in random order "
+          "(`--shuffle`), before the run was stopped; the score is that sample's.\n")
     w("| tests | mutants | caught | missed | timeouts | unviable | score |")
     w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     total = len(caught) + len(missed) + len(timeout) + len(unviable)
@@ -90,7 +102,7 @@ def main():
           f"{wc - len(timeout)} | {len(ws_missed)} | {len(timeout)} | {len(unviable)} | "
           f"{score(wc - len(timeout), len(ws_missed), len(timeout))} |")
     w("")
-    n_eq = sum(1 for m in missed if key(m) in eq)
+    n_eq = sum(1 for m in missed if why_equivalent(eq, m))
     w(f"Survivors of the property suite: {len(missed)}, of which {n_eq} are listed as equivalent in "
       f"`mutants-equivalent.txt` and {len(open_)} are not.\n")
     if missed:
@@ -98,8 +110,10 @@ def main():
         w("| --- | --- | --- |")
         for m in missed:
             ws = "-" if not a.workspace else ("caught" if m in ws_caught else "survives")
-            status = f"equivalent: {eq[key(m)]}" if key(m) in eq else "**open**"
-            w(f"| `{m}` | {ws} | {status} |")
+            why = why_equivalent(eq, m)
+            status = f"equivalent: {why}" if why else "**open**"
+            cell = m.replace("|", "\\|")
+            w(f"| `{cell}` | {ws} | {status.replace('|', chr(92) + '|')} |")
         w("")
     if timeout:
         w("Timeouts (counted as caught: the mutant made a test loop or run past its budget):\n")

@@ -4,18 +4,21 @@
 # nr-ranges-proptests), then the survivors against the whole workspace.
 # Writes docs/mutants.md (scores, every survivor and what it is); survivors
 # that no test can kill are listed with one line of reason each in
-# mutants-equivalent.txt (`<mutant as cargo mutants --list names it> | reason`).
+# mutants-equivalent.txt (`<mutant as cargo mutants --list names it> # reason`).
 #
 #   scripts/mutants.sh                      # validator (149 mutants, about 1-2 h on 2 cores)
 #   scripts/mutants.sh --package kmod-shim  # kmod-shim (about 600 mutants: hours)
+#   scripts/mutants.sh --package kmod-shim --shuffle   # in random order, so that a run
+#                                           # stopped early is a sample (report it with
+#                                           # scripts/mutants-report.py --partial)
 #   scripts/mutants.sh --in-diff [BASE]     # CI: the mutants of lines changed since BASE
 #                                           # (default HEAD~1), property suite alone; fails
 #                                           # on a survivor not in mutants-equivalent.txt
 #
 # Installs cargo-mutants (crates.io) if missing; exits 0 with a message when it
 # cannot. One mutant at a time under nice -n 10. The property suite runs with
-# NR_RANGES_PROPTEST_CASES (default 2048 here: a mutant the claims catch is
-# caught in the first few hundred cases; the full 16,384 are for scripts/test.sh).
+# NR_RANGES_PROPTEST_CASES (default 2048 here, an eighth of scripts/test.sh's
+# 16,384, to keep each mutant's test run to seconds; docs/mutants.md says which).
 # NR_RANGES_MUTANTS_MAX (default 8) caps --in-diff: a larger diff is skipped
 # with a message, to keep CI within its budget.
 set -euo pipefail
@@ -25,11 +28,13 @@ cd "$root"
 package=validator
 mode=full
 base=HEAD~1
+order=--no-shuffle
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --package) package="$2"; shift 2 ;;
+        --shuffle) order=--shuffle; shift ;;
         --in-diff) mode=diff; if [[ $# -gt 1 && $2 != --* ]]; then base="$2"; shift; fi; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "mutants.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -44,7 +49,7 @@ install_mutants() {
 export NR_RANGES_PROPTEST_CASES="${NR_RANGES_PROPTEST_CASES:-2048}"
 out="$root/target/mutants"
 mkdir -p "$out"
-common=(-j1 --timeout 300 --build-timeout 900 --no-shuffle)
+common=(-j1 --timeout 300 --build-timeout 900 "$order")
 props=(--test-package nr-ranges-proptests)
 
 if [[ $mode == diff ]]; then
