@@ -63,6 +63,8 @@ def main():
     ap.add_argument("--cases", default="2048")
     ap.add_argument("--out")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--open-regexes", action="store_true",
+                    help="print one anchored regex per survivor not listed as equivalent, and stop")
     ap.add_argument("--partial", type=int, metavar="TOTAL",
                     help="the run was stopped early: TOTAL mutants exist, the ones tested are a sample")
     a = ap.parse_args()
@@ -70,6 +72,10 @@ def main():
     eq = equivalents(a.equivalent)
     caught, missed, timeout, unviable = (read(a.props, w) for w in ("caught", "missed", "timeout", "unviable"))
     open_ = [m for m in missed if not why_equivalent(eq, m)]
+    if a.open_regexes:
+        for m in open_:
+            print("^" + re.escape(m) + "$")
+        return
     if a.check:
         for m in missed:
             why = why_equivalent(eq, m)
@@ -80,6 +86,8 @@ def main():
 
     ws_caught = set(read(a.workspace, "caught")) | set(read(a.workspace, "timeout")) if a.workspace else set()
     ws_missed = [m for m in missed if m not in ws_caught]
+    # Without a workspace run every survivor was equivalent: none can be caught.
+    ws_ran = a.workspace is not None or not open_
     version = subprocess.run(["cargo", "mutants", "--version"], capture_output=True, text=True).stdout.strip()
     s = []
     w = s.append
@@ -96,9 +104,9 @@ def main():
     total = len(caught) + len(missed) + len(timeout) + len(unviable)
     w(f"| the property suite alone (`--test-package nr-ranges-proptests`) | {total} | {len(caught)} | "
       f"{len(missed)} | {len(timeout)} | {len(unviable)} | {score(len(caught), len(missed), len(timeout))} |")
-    if a.workspace:
+    if ws_ran:
         wc = len(caught) + len(timeout) + len(ws_caught)
-        w(f"| the whole workspace (the survivors above re-run with `--test-workspace true`) | {total} | "
+        w(f"| the whole workspace (the survivors not listed as equivalent re-run with `--test-workspace true`) | {total} | "
           f"{wc - len(timeout)} | {len(ws_missed)} | {len(timeout)} | {len(unviable)} | "
           f"{score(wc - len(timeout), len(ws_missed), len(timeout))} |")
     w("")
@@ -109,7 +117,10 @@ def main():
         w("| mutant | whole workspace | status |")
         w("| --- | --- | --- |")
         for m in missed:
-            ws = "-" if not a.workspace else ("caught" if m in ws_caught else "survives")
+            if why_equivalent(eq, m):
+                ws = "survives (equivalent)"
+            else:
+                ws = "not run" if not a.workspace else ("caught" if m in ws_caught else "survives")
             why = why_equivalent(eq, m)
             status = f"equivalent: {why}" if why else "**open**"
             cell = m.replace("|", "\\|")

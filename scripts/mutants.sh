@@ -102,15 +102,15 @@ export CARGO_PROFILE_TEST_OPT_LEVEL="${CARGO_PROFILE_TEST_OPT_LEVEL:-1}" CARGO_P
 echo "== mutants: $package against the property suite alone" >&2
 nice -n 10 cargo mutants -p "nr-ranges-$package" "${props[@]}" "${common[@]}" -o "$run-props" || true
 
-# The survivors again, against every test of the workspace.
+# The survivors not known to be equivalent again, against every test of the
+# workspace (an equivalent mutant computes the same function: no test can
+# catch it, so it survives there too and is counted so).
 missed="$run-props/mutants.out/missed.txt"
 ws=()
-if [[ -s $missed ]]; then
-    echo "== mutants: the $(wc -l <"$missed") survivors against the whole workspace" >&2
-    mapfile -t res < <(python3 -c 'import re, sys
-for l in open(sys.argv[1]):
-    l = l.strip()
-    if l: print("^" + re.escape(l) + "$")' "$missed")
+mapfile -t res < <(python3 scripts/mutants-report.py --open-regexes --equivalent mutants-equivalent.txt \
+    --props "$run-props/mutants.out")
+if ((${#res[@]} > 0)); then
+    echo "== mutants: the ${#res[@]} open survivors against the whole workspace" >&2
     re_args=()
     for r in "${res[@]}"; do re_args+=(--re "$r"); done
     nice -n 10 cargo mutants -p "nr-ranges-$package" --test-workspace true "${common[@]}" "${re_args[@]}" \

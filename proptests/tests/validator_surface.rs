@@ -63,8 +63,11 @@ const PER_RANGE: [&str; 6] = [
     "RangeBeyondBar",
 ];
 
-/// A BAR for the fast path's preconditions: the edge device's, or an MMIO
-/// BAR of any start whose length is near 2^62, 2^63, 2^64 or anything.
+/// A BAR for the fast path's preconditions: the edge device's; an MMIO BAR
+/// of any start whose length is near 2^62, 2^63, 2^64 or anything; one of a
+/// few pages whose physical end wraps past 2^64 (or does not); and I/O BARs
+/// large enough for whole ranges, which the fast path must leave to the
+/// exact checks.
 fn bar(page: PageSize) -> impl Strategy<Value = Bar> {
     let edge: Vec<Bar> = edge_device(page).bars.to_vec();
     let p = page.bytes();
@@ -77,32 +80,54 @@ fn bar(page: PageSize) -> impl Strategy<Value = Bar> {
             .prop_map(|(start, len)| Bar::mmio(start, len)),
         1 => (prop_oneof![Just(0u64), Just(u64::MAX - (1 << 40)), any::<u64>()], 1u64..=(1 << 20))
             .prop_map(move |(start, pages)| Bar::mmio(start, pages * p)),
+        1 => (1u64..=(1 << 10), 1u64..=(1 << 10))
+            .prop_map(move |(below, pages)| Bar::mmio(0u64.wrapping_sub(below * p), pages * p)),
+        1 => (any::<u64>(), 1u64..=(1 << 10)).prop_map(move |(start, pages)| Bar::io(start & !(p - 1), pages * p)),
     ]
 }
 
 /// `n` ranges inside a `bar_len`-byte BAR, page-aligned, then at most two of
 /// them replaced by edge values: most requests pass every per-range check
-/// (the fast path's domain), the others fail one.
+/// (the fast path's domain), the others fail one. Sometimes instead every
+/// field is made only of the bits the fast path tests (the page offset and
+/// bits 62 and 63), where its proof is at its edge.
 fn ranges(page: u64, bar_len: u64, n: std::ops::Range<usize>) -> impl Strategy<Value = Vec<DmaRange>> {
     let pages = (bar_len / page).max(1);
     let inside = (0..pages, 1..=pages).prop_map(move |(o, l)| DmaRange::new(o * page, l.min(pages - o).max(1) * page));
     let edges = edge_values(page, bar_len);
-    (
-        prop::collection::vec(inside, n),
-        prop::collection::vec(
-            (any::<prop::sample::Index>(), prop::sample::select(edges.clone()), prop::sample::select(edges)),
-            0..=2,
-        ),
-    )
-        .prop_map(|(mut v, bad)| {
-            for (i, o, l) in bad {
-                if !v.is_empty() {
-                    let k = i.index(v.len());
-                    v[k] = DmaRange::new(o, l);
+    // Fields made only of the bits the fast path tests. The first kind keeps
+    // each range's end inside a BAR of two pages or more, or wrapped past
+    // 2^63 beyond it, so that only the bit test can refuse them.
+    let tested_bits = {
+        let high = [0, 1 << 62, 1 << 63, 3 << 62];
+        let low = [0, 1, page - 1];
+        let any_field: Vec<u64> = high.iter().flat_map(|h| low.iter().map(move |l| h | l)).collect();
+        let offsets: Vec<u64> = [0, 3 << 62].iter().flat_map(|h| low.iter().map(move |l| h | l)).collect();
+        prop_oneof![
+            3 => (prop::sample::select(offsets), prop::sample::select(vec![1, page - 1])),
+            1 => (prop::sample::select(any_field.clone()), prop::sample::select(any_field)),
+        ]
+        .prop_map(|(o, l)| DmaRange::new(o, l))
+    };
+    prop_oneof![
+        6 => (
+            prop::collection::vec(inside, n.clone()),
+            prop::collection::vec(
+                (any::<prop::sample::Index>(), prop::sample::select(edges.clone()), prop::sample::select(edges)),
+                0..=2,
+            ),
+        )
+            .prop_map(|(mut v, bad)| {
+                for (i, o, l) in bad {
+                    if !v.is_empty() {
+                        let k = i.index(v.len());
+                        v[k] = DmaRange::new(o, l);
+                    }
                 }
-            }
-            v
-        })
+                v
+            }),
+        1 => prop::collection::vec(tested_bits, n),
+    ]
 }
 
 /// A device with `bar` at region 0, a request of `ranges` on it, and
