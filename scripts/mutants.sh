@@ -57,7 +57,7 @@ if [[ $mode == diff ]]; then
         echo "mutants.sh: no $base to diff against; skipped" >&2
         exit 0
     fi
-    git diff "$base" -- validator/src kmod-shim/src >"$out/diff.patch"
+    git diff "$base" HEAD -- validator/src kmod-shim/src >"$out/diff.patch"
     if [[ ! -s $out/diff.patch ]]; then
         echo "mutants.sh: $base..HEAD changes no line of validator or kmod-shim; nothing to mutate"
         exit 0
