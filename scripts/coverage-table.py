@@ -222,19 +222,17 @@ def main():
         w(f"### `{f}` ({c} of {n} lines, {pct(c, n):.1f}%)\n")
         w("| lines | why |")
         w("| --- | --- |")
-        for first, last in runs(miss):
-            whys = []
-            for ln in range(first, last + 1):
-                y = expl.why(f, ln)
-                if y is None:
-                    unexplained += 1
-                    y = "UNEXPLAINED"
-                if not whys or whys[-1][1] != y:
-                    whys.append([ln, y, ln])
-                else:
-                    whys[-1][2] = ln
-            for a0, y, b0 in whys:
-                w(f"| {a0 if a0 == b0 else f'{a0}-{b0}'} | {y} |")
+        # One row per reason, its lines as spans, in the order they first appear.
+        by_reason = {}
+        for ln in sorted(miss):
+            y = expl.why(f, ln)
+            if y is None:
+                unexplained += 1
+                y = "UNEXPLAINED"
+            by_reason.setdefault(y, []).append(ln)
+        for y, lns in by_reason.items():
+            spans = ", ".join(str(x) if x == z else f"{x}-{z}" for x, z in runs(lns))
+            w(f"| {spans} | {y} |")
         w("")
     stale = expl.stale()
     if stale:

@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--cases", default="2048")
     ap.add_argument("--out")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--note", help="one paragraph on how this run was made, if not by one scripts/mutants.sh")
     ap.add_argument("--open-regexes", action="store_true",
                     help="print one anchored regex per survivor not listed as equivalent, and stop")
     ap.add_argument("--partial", type=int, metavar="TOTAL",
@@ -97,6 +98,8 @@ def main():
     w(f"## {a.package}\n")
     w(f"{version}; the property suite at `NR_RANGES_PROPTEST_CASES={a.cases}`. Score = (caught + timeouts) /")
     w("(caught + missed + timeouts); unviable mutants (that do not build) are not counted.\n")
+    if a.note:
+        w(a.note + "\n")
     if a.partial:
         done = len(caught) + len(missed) + len(timeout) + len(unviable)
         w(f"**Partial run**: {done} of the package's {a.partial} mutants were tested, in random order "
