@@ -90,7 +90,7 @@ def main():
     ws_caught = set(read(a.workspace, "caught")) | set(read(a.workspace, "timeout")) if a.workspace else set()
     ws_missed = [m for m in missed if m not in ws_caught]
     # Without a workspace run every survivor was equivalent: none can be caught.
-    ws_ran = a.workspace is not None or not open_
+    ws_ran = a.workspace is not None or not [m for m in missed if not why_equivalent(eq, m)]
     version = subprocess.run(["cargo", "mutants", "--version"], capture_output=True, text=True).stdout.strip()
     s = []
     w = s.append
@@ -117,9 +117,12 @@ def main():
           f"{rc} | {rm} | {len(timeout)} | {len(unviable)} | {score(rc, rm, len(timeout))} |")
     if ws_ran:
         wc = len(caught) + len(timeout) + len(ws_caught)
-        w(f"| the whole workspace (the survivors not listed as equivalent re-run with `--test-workspace true`) | {total} | "
+        when = " (with the first run's tests)" if a.props_rerun else ""
+        w(f"| the whole workspace{when} (the survivors not listed as equivalent re-run with `--test-workspace true`) | {total} | "
           f"{wc - len(timeout)} | {len(ws_missed)} | {len(timeout)} | {len(unviable)} | "
           f"{score(wc - len(timeout), len(ws_missed), len(timeout))} |")
+    elif a.props_rerun or open_:
+        w("| the whole workspace | | | | | | not measured: the survivors' workspace run did not finish |")
     w("")
     n_eq = sum(1 for m in missed if why_equivalent(eq, m))
     w(f"Survivors of the property suite: {len(missed)}, of which {n_eq} are listed as equivalent in "
