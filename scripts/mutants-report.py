@@ -124,7 +124,7 @@ def main():
           f"{wc - len(timeout)} | {len(ws_missed)} | {len(timeout)} | {len(unviable)} | "
           f"{score(wc - len(timeout), len(ws_missed), len(timeout))} |")
     elif a.props_rerun or open_:
-        w("| the whole workspace | | | | | | not measured: the survivors' workspace run did not finish |")
+        w("| the whole workspace | | | | | | not measured: the survivors were not run against the whole workspace |")
     w("")
     n_eq = sum(1 for m in missed if why_equivalent(eq, m))
     w(f"Survivors of the property suite: {len(missed)}, of which {n_eq} are listed as equivalent in "
