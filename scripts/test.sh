@@ -7,7 +7,8 @@
 # kernel built from its source with the fix series).
 #
 # NR_RANGES_SKIP_LAB=1 skips the kernel lab (it needs Debian's mirrors);
-# NR_RANGES_SKIP_FUZZ=1 skips the fuzz smoke run (it needs the nightly toolchain).
+# NR_RANGES_SKIP_FUZZ=1 skips the fuzz smoke run (it needs the nightly toolchain);
+# NR_RANGES_SKIP_MUTANTS=1 skips the mutants of the last commit's lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,4 +56,11 @@ if [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     cargo run --release --locked -p kernel-lab -- importer --kernel 7.2 --topology rc-epyc-iova --report target/importer.json
     step "lab kernel with the fix series (Debian's 7.2.13 source + kernel-patches/, cached by key; a cold build is one kernel build), reduced matrix"
     cargo run --release --locked -p kernel-lab -- matrix --quick --kernels lab-patched --out target/lab-matrix
+fi
+
+# Last, so that nothing after it builds a tree a mutant was applied to (in CI
+# cargo-mutants mutates the clone in place and restores it after each mutant).
+if [ "${NR_RANGES_SKIP_MUTANTS:-0}" != 1 ]; then
+    step "mutants of the lines the last commit changed in validator and kmod-shim, against the property suite (scripts/mutants.sh --in-diff; skipped above NR_RANGES_MUTANTS_MAX=8)"
+    scripts/mutants.sh --in-diff HEAD~1
 fi

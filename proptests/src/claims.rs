@@ -311,6 +311,48 @@ pub const CLAIMS: &[Claim] = &[
         claim: "The validator is a deterministic function of the request's contents: the same bytes decoded at \
              any alignment, or the same request judged twice, give the same verdict under both policies.",
     },
+    Claim {
+        name: "prop_fast_path_gives_the_verdict_of_the_checks_one_by_one",
+        file: "tests/validator_surface.rs",
+        claim: "The validator's branch-free fast path decides exactly as the checks made one by one, under both \
+             policies, for any BAR (also those of 2^62 bytes or more, or whose physical end wraps, outside the \
+             fast path's proof) and for ranges announced but not written.",
+    },
+    Claim {
+        name: "prop_export_is_the_ranges_at_the_bar_start",
+        file: "tests/validator_surface.rs",
+        claim: "An accepted request's dma-buf has the request's ranges in order, each at the BAR's physical start \
+             plus its offset, and their sum as its size.",
+    },
+    Claim {
+        name: "prop_errno_numbers_and_names_are_asm_generic",
+        file: "tests/validator_surface.rs",
+        claim: "Every errno the project names has asm-generic's number and symbolic name, both ways, and prints \
+             as that name; no other number or name is an errno.",
+    },
+    Claim {
+        name: "prop_check_prints_errno_name_range_and_function",
+        file: "tests/validator_surface.rs",
+        claim: "Every check prints as `ERRNO (Check, range i): kernel function`, the range only for the per-range \
+             checks and being the one refused; a Linux check's kernel function is its stage's, a Strict rule's \
+             the proposal's.",
+    },
+    Claim {
+        name: "prop_iommufd_map_file_checks_in_the_kernels_order_and_a_refusal_changes_nothing",
+        file: "tests/errors_restated.rs",
+        claim: "`IOMMU_IOAS_MAP_FILE` of a dma-buf checks in `iopt_map_file_pages()`'s order (no IOAS ENOENT, zero \
+             length EINVAL, a wrapping end EOVERFLOW, a closed fd EBADF, then past the dma-buf's end and an \
+             unaligned length EINVAL); a refusal changes nothing, an accepted map translates to the BAR's bytes \
+             until memory is disabled and UNMAP leaves the IOAS idle.",
+    },
+    Claim {
+        name: "prop_pte_collision_errno_is_the_iommu_drivers",
+        file: "tests/errors_restated.rs",
+        claim: "Linux 7.2.13 links every range of a multi-range dma-buf at IOVA offset 0, so the map fails at \
+             range 1 with the IOMMU driver's answer to a present PTE: EADDRINUSE on VT-d's generic page table \
+             (measured), EEXIST on io-pgtable-arm, whichever order the model is chosen in; the unwind changes \
+             nothing.",
+    },
 ];
 
 /// The claim of the property `name`, if it has one.
