@@ -54,6 +54,8 @@ if [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     cargo run --release --locked -p kernel-lab -- --kernel 7.2 --cases 20000 --seed 1 --report target/kernel-lab.json
     step "kernel lab, importer: the kernel's own sg table on the IOVA path against kmod-shim"
     cargo run --release --locked -p kernel-lab -- importer --kernel 7.2 --topology rc-epyc-iova --report target/importer.json
+    step "kernel lab, framebuffer: the 4K framebuffer at 90 % (placed by gpu_buddy) as one dma-buf on Debian's 7.2.13, IOVA path: the map fails as kmod-shim predicts (defect 1); the workaround reads intact"
+    cargo run --release --locked -p kernel-lab -- framebuffer --kernel 7.2 --only 8GiB-4k-900-0/4K --topology rc-epyc-iova-large --report target/framebuffer-7.2.json
     step "lab kernel with the fix series (Debian's 7.2.13 source + kernel-patches/, cached by key; a cold build is one kernel build), reduced matrix"
     cargo run --release --locked -p kernel-lab -- matrix --quick --kernels lab-patched --out target/lab-matrix
 fi

@@ -277,63 +277,6 @@ pub fn rfc_section(rows: &[FbRow]) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kernel_lab::importer::Expect;
-
-    fn row(kernel: &str, path: Expect, map: &str, ok: usize) -> FbRow {
-        FbRow {
-            kernel: kernel.into(),
-            topology: String::new(),
-            path,
-            name: ACCEPTANCE.into(),
-            resolution: "4K".into(),
-            occupancy_permille: 900,
-            chunk: 4096,
-            bytes: 33_177_600,
-            contiguous: true,
-            nr_ranges: 8,
-            map: map.into(),
-            entries: 1,
-            spans: 1,
-            reads_ok: ok,
-            reads: 24,
-            workaround_mapped: 8,
-            workaround_spans: 8,
-            workaround_reads_ok: 24,
-            workaround_reads: 24,
-            setup_seconds: 0.0,
-            workaround_setup_seconds: 0.0,
-            unexplained: 0,
-        }
-    }
-
-    #[test]
-    fn the_section_says_which_kernel_fails_the_acceptance_case() {
-        let s = rfc_section(&[
-            row("lab-shipped", Expect::IovaPath, "EADDRINUSE", 0),
-            row("lab-patched", Expect::IovaPath, "0", 24),
-        ]);
-        assert!(
-            s.contains("| lab-shipped | IOVA (intel-iommu) | 0 of 1 | EADDRINUSE | 8 ranges: **EADDRINUSE** |"),
-            "{s}"
-        );
-        assert!(
-            s.contains("| lab-patched | IOVA (intel-iommu) | 1 of 1 | none | 8 ranges: intact (24 of 24 reads) |"),
-            "{s}"
-        );
-    }
-
-    #[test]
-    fn the_placement_cells_are_the_sweeps_on_an_8_gib_bar() {
-        let c = config(1);
-        assert_eq!(c.bars, vec![BAR]);
-        assert_eq!(c.occupancies, SweepConfig::full(1).occupancies);
-        assert!(ACCEPTANCE.starts_with("8GiB-4k-900-0/"), "the acceptance case is one of the runs");
-    }
-}
-
 /// The figure: the acceptance case's blocks in the BAR and in the buffer's
 /// order, and what each kernel's peer read, per path, as one dma-buf and
 /// as one dma-buf per range.
@@ -450,4 +393,61 @@ pub fn plot(path: &Path, p: &FbPlacement, rows: &[FbRow]) -> Result<(), Box<dyn 
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernel_lab::importer::Expect;
+
+    fn row(kernel: &str, path: Expect, map: &str, ok: usize) -> FbRow {
+        FbRow {
+            kernel: kernel.into(),
+            topology: String::new(),
+            path,
+            name: ACCEPTANCE.into(),
+            resolution: "4K".into(),
+            occupancy_permille: 900,
+            chunk: 4096,
+            bytes: 33_177_600,
+            contiguous: true,
+            nr_ranges: 8,
+            map: map.into(),
+            entries: 1,
+            spans: 1,
+            reads_ok: ok,
+            reads: 24,
+            workaround_mapped: 8,
+            workaround_spans: 8,
+            workaround_reads_ok: 24,
+            workaround_reads: 24,
+            setup_seconds: 0.0,
+            workaround_setup_seconds: 0.0,
+            unexplained: 0,
+        }
+    }
+
+    #[test]
+    fn the_section_says_which_kernel_fails_the_acceptance_case() {
+        let s = rfc_section(&[
+            row("lab-shipped", Expect::IovaPath, "EADDRINUSE", 0),
+            row("lab-patched", Expect::IovaPath, "0", 24),
+        ]);
+        assert!(
+            s.contains("| lab-shipped | IOVA (intel-iommu) | 0 of 1 | EADDRINUSE | 8 ranges: **EADDRINUSE** |"),
+            "{s}"
+        );
+        assert!(
+            s.contains("| lab-patched | IOVA (intel-iommu) | 1 of 1 | none | 8 ranges: intact (24 of 24 reads) |"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn the_placement_cells_are_the_sweeps_on_an_8_gib_bar() {
+        let c = config(1);
+        assert_eq!(c.bars, vec![BAR]);
+        assert_eq!(c.occupancies, SweepConfig::full(1).occupancies);
+        assert!(ACCEPTANCE.starts_with("8GiB-4k-900-0/"), "the acceptance case is one of the runs");
+    }
 }
