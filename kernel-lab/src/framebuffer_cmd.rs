@@ -57,6 +57,15 @@ pub fn run(a: &FramebufferArgs) -> Result<u64, LabError> {
     let mut placements: Vec<FbPlacement> =
         serde_json::from_str(&text).map_err(|e| LabError::Io(format!("{}: {e}", a.placements.display())))?;
     if let Some(only) = &a.only {
+        let unknown: Vec<&str> =
+            only.iter().filter(|n| !placements.iter().any(|p| &p.name == *n)).map(String::as_str).collect();
+        if !unknown.is_empty() {
+            return Err(LabError::Io(format!(
+                "--only: no placement named {} in {}",
+                unknown.join(", "),
+                a.placements.display()
+            )));
+        }
         placements.retain(|p| only.contains(&p.name));
     }
     if placements.is_empty() {
