@@ -9,7 +9,7 @@
 //!   buffer's order, in an 8 GiB BAR.
 //! - In the guest (`nr-ranges-guest`'s framebuffer mode), ivshmem's 8 GiB
 //!   BAR2 plays VRAM. Every line of the framebuffer is written through the
-//!   vfio region's `mmap()` with [`line`]'s pattern (each 8-byte word names
+//!   vfio region's `mmap()` with [`line()`]'s pattern (each 8-byte word names
 //!   its framebuffer, row and byte in the row), at the BAR offsets its
 //!   blocks give.
 //! - The blocks, adjacent ones merged ([`ranges`]), go to
