@@ -114,11 +114,10 @@ pub fn run(a: &BuddyArgs) -> Result<bool, LabError> {
                 continue;
             }
         };
-        let line = bytes.split(|&c| c == b'\n').next().unwrap_or(&[]);
-        let g: GuestReport = match serde_json::from_slice(line) {
+        let g: GuestReport = match qemu::guest_report(&bytes) {
             Ok(g) => g,
             Err(e) => {
-                rep.errors.push(format!("boot {b}: cannot read the guest's report: {e}"));
+                rep.errors.push(format!("boot {b}: {e}"));
                 continue;
             }
         };

@@ -106,9 +106,7 @@ pub fn run(a: &FaultArgs) -> Result<u64, LabError> {
     })?;
     let (stream, retried_after_oops, boot_seconds) = (boot.stream, boot.retried_after_oops, boot.seconds);
     let bytes = stream?;
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let guest: FaultGuestReport = serde_json::from_slice(line)
-        .map_err(|e| LabError::GuestFailed(format!("cannot read the guest's report: {e}")))?;
+    let guest: FaultGuestReport = qemu::guest_report(&bytes).map_err(LabError::GuestFailed)?;
     if let Some(e) = &guest.error {
         return Err(LabError::GuestFailed(e.clone()));
     }

@@ -144,11 +144,10 @@ fn run_topology(
             return r;
         }
     };
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let rep: ImporterReport = match serde_json::from_slice(line) {
+    let rep: ImporterReport = match qemu::guest_report(&bytes) {
         Ok(x) => x,
         Err(e) => {
-            r.error = Some(format!("cannot read the guest's report: {e}"));
+            r.error = Some(e);
             return r;
         }
     };

@@ -65,9 +65,7 @@ pub fn run(a: &IommufdArgs) -> Result<IommufdLabReport, LabError> {
     })?;
     let (stream, boot_seconds) = (boot.stream, boot.seconds);
     let bytes = stream?;
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let guest: IommufdReport = serde_json::from_slice(line)
-        .map_err(|e| LabError::GuestFailed(format!("cannot read the guest's report: {e}")))?;
+    let guest: IommufdReport = qemu::guest_report(&bytes).map_err(LabError::GuestFailed)?;
     let rep = IommufdLabReport::compare(kernel.pkg.abi.clone(), package, boot_seconds, guest);
     let md = rep.markdown();
     println!("{md}");

@@ -279,3 +279,10 @@ pub fn boot_retrying(
         return Ok(Boot { stream, retried_after_oops, seconds: t.elapsed().as_secs_f64() });
     }
 }
+
+/// The guest's report: the first line of its output stream, as JSON. The
+/// error names what could not be read.
+pub fn guest_report<T: serde::de::DeserializeOwned>(stream: &[u8]) -> Result<T, String> {
+    let line = stream.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    serde_json::from_slice(line).map_err(|e| format!("cannot read the guest's report: {e}"))
+}

@@ -82,11 +82,7 @@ pub(crate) fn main(kernel: String) {
         println!("nr-ranges-guest: error: {e}");
         rep.error = Some(e);
     }
-    if let Err(e) = send_raw(&serde_json::to_vec(&rep).unwrap_or_default()) {
-        println!("nr-ranges-guest: cannot send the report: {e}");
-    }
-    nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    send_report_and_power_off(&rep);
 }
 
 /// Loads the module, replays every plan, and fills `rep`.

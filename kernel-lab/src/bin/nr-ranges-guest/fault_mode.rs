@@ -30,12 +30,7 @@ pub fn main(kernel: String) {
         println!("nr-ranges-guest: error: {e}");
         rep.error = Some(e);
     }
-    let line = serde_json::to_vec(&rep).unwrap_or_default();
-    if let Err(e) = send_raw(&line) {
-        println!("nr-ranges-guest: cannot send the report: {e}");
-    }
-    nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    send_report_and_power_off(&rep);
 }
 
 /// The kernel log from here on, one record per line (`/dev/kmsg`, non

@@ -25,11 +25,7 @@ pub(crate) fn main(kernel: String) {
     }
     rep.dmesg = crate::importer_mode::dmesg();
     rep.sanitizer = sanitizer::collect();
-    if let Err(e) = send_raw(&serde_json::to_vec(&rep).unwrap_or_default()) {
-        println!("nr-ranges-guest: cannot send the report: {e}");
-    }
-    nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    send_report_and_power_off(&rep);
 }
 
 fn options(cmdline: &str) -> GResult<GuestOptions> {

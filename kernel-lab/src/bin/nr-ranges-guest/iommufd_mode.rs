@@ -124,12 +124,7 @@ pub fn main(kernel: String) {
     }
     rep.dmesg = crate::importer_mode::dmesg();
     rep.sanitizer = sanitizer::collect();
-    let line = serde_json::to_vec(&rep).unwrap_or_default();
-    if let Err(e) = send_raw(&line) {
-        println!("nr-ranges-guest: cannot send the report: {e}");
-    }
-    nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    send_report_and_power_off(&rep);
 }
 
 fn run(rep: &mut IommufdReport) -> GResult<()> {

@@ -80,13 +80,7 @@ fn main() {
         }
         rep.dmesg = importer_mode::dmesg();
         rep.sanitizer = sanitizer::collect();
-        let line = serde_json::to_vec(&rep).unwrap_or_default();
-        if let Err(e) = send_raw(&line) {
-            println!("nr-ranges-guest: cannot send the report: {e}");
-        }
-        nix::unistd::sync();
-        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
-        return;
+        return send_report_and_power_off(&rep);
     }
     if let Err(e) = run(&mut report, &mut results) {
         println!("nr-ranges-guest: error: {e}");
@@ -97,8 +91,7 @@ fn main() {
     if let Err(e) = send(&report, &results) {
         println!("nr-ranges-guest: cannot send the report: {e}");
     }
-    nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    power_off();
 }
 
 fn mount_pseudo_filesystems() -> GResult<()> {

@@ -13,6 +13,22 @@ pub(crate) fn send(report: &GuestReport, results: &[u8]) -> GResult<()> {
     out.flush().map_err(|e| format!("flush {port}: {e}"))
 }
 
+/// The end of every mode: `report` as one JSON line on the port, the disks
+/// synced, power off (returning from `/init` would panic the kernel).
+pub(crate) fn send_report_and_power_off<T: serde::Serialize>(report: &T) {
+    let line = serde_json::to_vec(report).unwrap_or_default();
+    if let Err(e) = send_raw(&line) {
+        println!("nr-ranges-guest: cannot send the report: {e}");
+    }
+    power_off();
+}
+
+/// Syncs and powers the machine off.
+pub(crate) fn power_off() {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+}
+
 pub(crate) fn send_raw(bytes: &[u8]) -> GResult<()> {
     let port = find_port()?;
     let mut out = fs::OpenOptions::new().write(true).open(&port).map_err(|e| format!("open {port}: {e}"))?;
