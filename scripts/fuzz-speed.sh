@@ -95,6 +95,12 @@ fi
 after="$out/bin-worktree"
 build "$root" "${CARGO_TARGET_DIR_FUZZ:-$root/fuzz/target}" "$after"
 
+# The bytes target reads the kernel's answers from the source tree it was
+# built in; the baseline's temporary worktree is gone by now, so both read
+# this tree's (without them a target fuzzes without that oracle, and is
+# faster for it).
+export NR_RANGES_KERNEL_CORPUS_DIR="$root/proptests/data"
+
 # The same inputs for both: a copy of this tree's corpus and dictionary.
 inputs="$out/inputs"
 rm -rf "$inputs"
