@@ -52,6 +52,8 @@ if [ "${NR_RANGES_SKIP_LAB:-0}" != 1 ]; then
     cargo run --release --locked -p kernel-lab -- check-patches
     step "kernel lab, reduced: the real kernel against the validator"
     cargo run --release --locked -p kernel-lab -- --kernel 7.2 --cases 20000 --seed 1 --report target/kernel-lab.json
+    step "kernel lab, replay: the committed bytes and structured fuzz corpora through the real kernel on every lab device, diffed with the validator"
+    scripts/lab-replay.sh --kernel 7.2 --report target/lab-replay.json
     step "kernel lab, importer: the kernel's own sg table on the IOVA path against kmod-shim"
     cargo run --release --locked -p kernel-lab -- importer --kernel 7.2 --topology rc-epyc-iova --report target/importer.json
     step "kernel lab, framebuffer: the 4K framebuffer at 90 % (placed by gpu_buddy) as one dma-buf on Debian's 7.2.13, IOVA path: the map fails as kmod-shim predicts (defect 1); the workaround reads intact"

@@ -2,7 +2,9 @@
 //!
 //! - [`conformance`]: the conformance lab: [`conformance::gen`], request
 //!   generators biased to the edges, and [`conformance::diff`], predictions
-//!   with `validator::validate(.., Policy::Linux)` and disagreement classes.
+//!   with `validator::validate(.., Policy::Linux)` and disagreement classes;
+//!   [`conformance::replay`], explicit inputs (fuzz corpora) through the
+//!   same diff.
 //! - [`proto`]: what the guest sends back, and sysfs parsing (both labs).
 //! - [`host`]: the lab's errors, deadline-bounded child processes, host
 //!   tools, temporary directories, the cache root.

@@ -168,6 +168,13 @@ enum Sub {
     /// test named after the rule. Exit 1 if a test fails or a breakage is
     /// not caught, 2 if the lab could not run.
     Selftest(selftest_cmd::SelftestArgs),
+    /// Replays fuzz corpora (or any directory of target inputs) through the
+    /// real kernel: every file is one input (`--format bytes`: the raw ioctl
+    /// argument; `requests`: written by nr-ranges-proptests's example
+    /// structured-requests), run on every lab device and diffed with the
+    /// validator. Lifecycle inputs are not requests. Exit 1 on a
+    /// disagreement, 2 if the lab could not run.
+    Replay(replay_cmd::ReplayArgs),
 }
 
 mod buddy_cmd;
@@ -176,6 +183,7 @@ mod framebuffer_cmd;
 mod importer_cmd;
 mod iommufd_cmd;
 mod matrix_cmd;
+mod replay_cmd;
 mod selftest_cmd;
 
 fn main() -> ExitCode {
@@ -267,6 +275,16 @@ fn main() -> ExitCode {
             Ok(rep) => ExitCode::from(rep.exit_code() as u8),
             Err(e) => {
                 eprintln!("kernel-lab iommufd: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Sub::Replay(a)) = &args.cmd {
+        return match replay_cmd::run(a) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("kernel-lab replay: error: {e}");
                 ExitCode::from(2)
             }
         };

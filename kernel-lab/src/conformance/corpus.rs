@@ -108,12 +108,10 @@ fn put_name(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b);
 }
 
-/// Appends one entry in the format of the module doc.
-pub fn encode_entry(case: &Case, answer: Observed, out: &mut Vec<u8>) {
-    let q = &case.request;
-    // More than 255 devices cannot be indexed: written as 255, which the
-    // reader refuses unless the table is that long.
-    out.push(u8::try_from(case.device).unwrap_or(u8::MAX));
+/// Appends the request part of an entry (the header fields, the readable
+/// window and the run-length coded ranges of the module doc), without device
+/// and answer: `replay`'s request files and case lists use it too.
+pub fn encode_request(q: &OwnedRequest, out: &mut Vec<u8>) {
     for v in [
         q.feature.flags,
         q.feature.argsz,
@@ -140,6 +138,28 @@ pub fn encode_entry(case: &Case, answer: Observed, out: &mut Vec<u8>) {
         out.extend_from_slice(&r.offset.to_le_bytes());
         out.extend_from_slice(&r.length.to_le_bytes());
     }
+}
+
+/// Decodes one [`encode_request`] from the front of `bytes`: the request and
+/// the rest. `None` when it is cut short, or when it would expand to more
+/// ranges than [`MAX_DECODED_RANGES`].
+pub fn decode_request(bytes: &[u8]) -> Option<(OwnedRequest, &[u8])> {
+    let mut cur = Cursor { bytes };
+    let q = cur.request()?;
+    Some((q, cur.bytes))
+}
+
+/// The most ranges [`decode_request`] expands: a window of
+/// `uapi::MAX_ENCODED_WINDOW` bytes holds no more whole ranges (a few bytes
+/// of run-length code must not become gigabytes).
+pub const MAX_DECODED_RANGES: u64 = uapi::MAX_ENCODED_WINDOW / uapi::DMA_RANGE_SIZE as u64;
+
+/// Appends one entry in the format of the module doc.
+pub fn encode_entry(case: &Case, answer: Observed, out: &mut Vec<u8>) {
+    // More than 255 devices cannot be indexed: written as 255, which the
+    // reader refuses unless the table is that long.
+    out.push(u8::try_from(case.device).unwrap_or(u8::MAX));
+    encode_request(&case.request, out);
     match answer {
         Observed::Ok => out.push(0),
         Observed::DmaBuf(size) => {
@@ -187,8 +207,7 @@ impl Cursor<'_> {
         validator::Errno::from_name(name).map(|e| e.code()).or_else(|| name.strip_prefix("errno ")?.parse().ok())
     }
 
-    fn entry(&mut self) -> Option<Entry> {
-        let device = self.u8()? as usize;
+    fn request(&mut self) -> Option<OwnedRequest> {
         let (ff, argsz, region, open, flags, nr) =
             (self.u32()?, self.u32()?, self.u32()?, self.u32()?, self.u32()?, self.u32()?);
         let readable = self.u64()?;
@@ -196,9 +215,12 @@ impl Cursor<'_> {
         let mut ranges = Vec::new();
         for _ in 0..runs {
             let (n, offset, length) = (self.u32()?, self.u64()?, self.u64()?);
+            if ranges.len() as u64 + u64::from(n) > MAX_DECODED_RANGES {
+                return None;
+            }
             ranges.extend(std::iter::repeat_n(DmaRange::new(offset, length), n as usize));
         }
-        let request: OwnedRequest = RequestBuilder::new()
+        RequestBuilder::new()
             .feature_flags(ff)
             .argsz(argsz)
             .region_index(region)
@@ -208,7 +230,12 @@ impl Cursor<'_> {
             .ranges(ranges)
             .readable(readable)
             .build()
-            .ok()?;
+            .ok()
+    }
+
+    fn entry(&mut self) -> Option<Entry> {
+        let device = self.u8()? as usize;
+        let request = self.request()?;
         let answer = match self.u8()? {
             0 => Observed::Ok,
             1 => Observed::DmaBuf(self.u64()?),

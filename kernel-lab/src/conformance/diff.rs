@@ -1,17 +1,19 @@
-//! The kernel against the validator: regenerate each case, predict it with
+//! The kernel against the validator: each case (regenerated from the seed,
+//! or an explicit one such as a replayed fuzz input) is predicted with
 //! `validator::validate(.., Policy::Linux)` on the device table the guest
-//! reported, and compare errno and, on success, the dma-buf size.
+//! reported, and errno and, on success, the dma-buf size are compared.
+//! [`Diff`] is the one comparison; [`diff`] feeds it the seeded batch.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use validator::{validate, Outcome, Policy};
 
-use crate::conformance::gen::Gen;
+use crate::conformance::gen::{Case, Gen};
 use crate::proto::{DeviceInfo, Observed};
 
 /// What the validator predicts for a case, in the terms the guest observes.
-pub fn predict(case: &crate::conformance::gen::Case, dev: &validator::Device) -> (Observed, &'static str) {
+pub fn predict(case: &Case, dev: &validator::Device) -> (Observed, &'static str) {
     match validate(&case.request(), dev, Policy::Linux) {
         Ok(Outcome::Probe) | Ok(Outcome::OtherFeature { .. }) => (Observed::Ok, "Probe"),
         Ok(Outcome::DmaBuf(e)) => (Observed::DmaBuf(e.size), "DmaBuf"),
@@ -33,6 +35,10 @@ pub struct DisagreementClass {
     pub kernel: String,
     /// Index of the first example in the batch.
     pub first_case: u64,
+    /// Where the first example came from when the cases are explicit (the
+    /// input file of `kernel-lab replay`); absent for the seeded batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_input: Option<String>,
     /// The device the example ran on (model name and PCI address).
     pub device_name: String,
     /// `nr-ranges check` request line of the first example.
@@ -65,40 +71,75 @@ fn kind(o: Observed) -> String {
     }
 }
 
-/// Replays the seeded batch on `devices` and compares it with `observed`.
-pub fn diff(seed: u64, devices: &[DeviceInfo], observed: &[Observed]) -> DiffSummary {
-    let mut gen = Gen::new(seed, devices.iter().map(DeviceInfo::bar_lens).collect());
-    let models: Vec<validator::Device> = devices.iter().map(DeviceInfo::to_validator).collect();
-    let mut sum = DiffSummary { cases: observed.len() as u64, ..Default::default() };
-    let mut classes: BTreeMap<(String, String, usize), DisagreementClass> = BTreeMap::new();
-    let mut case = crate::conformance::gen::Case::default();
-    for (i, &got) in observed.iter().enumerate() {
-        gen.next_into(&mut case);
-        *sum.kernel_answers.entry(kind(got)).or_default() += 1;
-        let (want, check) = predict(&case, &models[case.device]);
-        *sum.predicted_checks.entry(check.to_string()).or_default() += 1;
-        if want == got {
-            continue;
+/// The comparison in progress: cases are added one by one with the
+/// kernel's answer, in any order and from any source.
+pub struct Diff<'d> {
+    devices: &'d [DeviceInfo],
+    models: Vec<validator::Device>,
+    sum: DiffSummary,
+    classes: BTreeMap<(String, String, usize), DisagreementClass>,
+}
+
+impl<'d> Diff<'d> {
+    /// An empty comparison on the device table the guest reported.
+    pub fn new(devices: &'d [DeviceInfo]) -> Self {
+        let models = devices.iter().map(DeviceInfo::to_validator).collect();
+        Self { devices, models, sum: DiffSummary::default(), classes: BTreeMap::new() }
+    }
+
+    /// Compares case number `index` with the kernel's answer `got`;
+    /// `input` names where the case came from, asked for only when it
+    /// starts a new disagreement class. A case on a device the table does
+    /// not have cannot be predicted and is counted as a disagreement of
+    /// check `NoSuchDevice`.
+    pub fn add(&mut self, index: u64, case: &Case, got: Observed, input: impl FnOnce() -> Option<String>) {
+        self.sum.cases += 1;
+        *self.sum.kernel_answers.entry(kind(got)).or_default() += 1;
+        let predicted = self.models.get(case.device).map(|m| predict(case, m));
+        let check = predicted.map_or("NoSuchDevice", |(_, c)| c);
+        *self.sum.predicted_checks.entry(check.to_string()).or_default() += 1;
+        if predicted.is_some_and(|(want, _)| want == got) {
+            return;
         }
-        sum.disagreements += 1;
+        self.sum.disagreements += 1;
+        let dev = self.devices.get(case.device);
         let key = (check.to_string(), kind(got), case.device);
-        classes
+        self.classes
             .entry(key)
             .or_insert_with(|| DisagreementClass {
                 count: 0,
                 predicted_check: check.into(),
-                predicted: want.describe(),
+                predicted: predicted.map_or_else(|| "no prediction".into(), |(want, _)| want.describe()),
                 kernel: got.describe(),
-                first_case: i as u64,
-                device_name: format!("{} {}", devices[case.device].name, devices[case.device].bdf),
+                first_case: index,
+                first_input: input(),
+                device_name: dev
+                    .map(|d| format!("{} {}", d.name, d.bdf))
+                    .unwrap_or_else(|| format!("device {}", case.device)),
                 request: case.to_json(),
-                device: devices[case.device].check_json(),
+                device: dev.map(DeviceInfo::check_json).unwrap_or_default(),
             })
             .count += 1;
     }
-    sum.classes = classes.into_values().collect();
-    sum.classes.sort_by_key(|c| std::cmp::Reverse(c.count));
-    sum
+
+    /// The summary: classes largest first.
+    pub fn finish(mut self) -> DiffSummary {
+        self.sum.classes = self.classes.into_values().collect();
+        self.sum.classes.sort_by_key(|c| std::cmp::Reverse(c.count));
+        self.sum
+    }
+}
+
+/// Replays the seeded batch on `devices` and compares it with `observed`.
+pub fn diff(seed: u64, devices: &[DeviceInfo], observed: &[Observed]) -> DiffSummary {
+    let mut gen = Gen::new(seed, devices.iter().map(DeviceInfo::bar_lens).collect());
+    let mut d = Diff::new(devices);
+    let mut case = Case::default();
+    for (i, &got) in observed.iter().enumerate() {
+        gen.next_into(&mut case);
+        d.add(i as u64, &case, got, || None);
+    }
+    d.finish()
 }
 
 #[cfg(test)]
@@ -146,5 +187,17 @@ pub(crate) mod tests {
         let first = (0..=c.first_case).map(|_| g.next_case()).last().unwrap();
         assert_eq!(c.request, first.to_json());
         assert!(c.device.starts_with(r#"{"page_size":4096,"bars":["#));
+
+        // A case on a device the guest did not report is a disagreement
+        // whatever the answer, never a panic.
+        let mut d = Diff::new(&devs);
+        let stray = Case { device: 7, ..first };
+        d.add(0, &stray, Observed::NotSent, || Some("stray".into()));
+        let s = d.finish();
+        assert_eq!((s.disagreements, s.classes[0].predicted_check.as_str()), (1, "NoSuchDevice"));
+        assert_eq!(
+            (s.classes[0].first_input.as_deref(), s.classes[0].device_name.as_str()),
+            (Some("stray"), "device 7")
+        );
     }
 }

@@ -5,3 +5,4 @@
 pub mod corpus;
 pub mod diff;
 pub mod gen;
+pub mod replay;

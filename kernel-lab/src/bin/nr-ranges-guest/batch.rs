@@ -58,7 +58,7 @@ pub(crate) fn run(report: &mut GuestReport, results: &mut Vec<u8>) -> GResult<()
 /// offers the feature, else the errno. A kernel without it (6.12) answers
 /// every request of the batch with the same errno, which says nothing about
 /// the checks, so the batch is skipped.
-fn probe_feature(device: Option<&Device>) -> Option<Errno> {
+pub(crate) fn probe_feature(device: Option<&Device>) -> Option<Errno> {
     use uapi::{FeatureHeader, VFIO_DEVICE_FEATURE_DMA_BUF, VFIO_DEVICE_FEATURE_GET, VFIO_DEVICE_FEATURE_PROBE};
     use zerocopy::IntoBytes;
     let device = device?;

@@ -11,8 +11,8 @@
 //! Modules: [`vfio`] (binding, the one VFIO open sequence, exports),
 //! [`batch`] (the lab's devices and the seeded batch), [`scenarios`],
 //! [`importer_mode`] (`nrlab.mode=importer`), [`framebuffer_mode`]
-//! (`nrlab.mode=framebuffer`), [`stream`] (the
-//! virtio-serial report).
+//! (`nrlab.mode=framebuffer`), [`replay_mode`] (`nrlab.mode=replay`),
+//! [`stream`] (the virtio-serial report).
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -40,6 +40,7 @@ mod fault_mode;
 mod framebuffer_mode;
 mod importer_mode;
 mod iommufd_mode;
+mod replay_mode;
 mod sanitizer;
 mod scenarios;
 mod stream;
@@ -82,7 +83,9 @@ fn main() {
         rep.sanitizer = sanitizer::collect();
         return send_report_and_power_off(&rep);
     }
-    if let Err(e) = run(&mut report, &mut results) {
+    let replay = cmdline.split_whitespace().any(|w| w == kernel_lab::conformance::replay::MODE);
+    let ran = if replay { replay_mode::run(&mut report, &mut results) } else { run(&mut report, &mut results) };
+    if let Err(e) = ran {
         println!("nr-ranges-guest: error: {e}");
         report.error = Some(e);
     }
