@@ -6,7 +6,9 @@
 # corpus (<target>_seed_corpus.zip) and the dictionary (<target>.dict).
 cd "$SRC/nr-ranges"
 targets=(bytes structured lifecycle)
-cargo fuzz build -O --debug-assertions
+# The builder picks the sanitizer; comparison tracing as in fuzz/build-flags:
+# only where fuzz/Cargo.toml turns it on (the decoder and the validator).
+cargo fuzz build -O --debug-assertions --no-trace-compares
 for t in "${targets[@]}"; do
     cp "fuzz/target/x86_64-unknown-linux-gnu/release/$t" "$OUT/"
     (cd "fuzz/corpus/$t" && zip -q -r "$OUT/${t}_seed_corpus.zip" .)

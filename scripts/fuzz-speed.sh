@@ -8,8 +8,8 @@
 #
 # Builds the targets at the baseline rev (in a temporary git worktree; the
 # binaries are cached per rev under fuzz/target/speed/) and in this working
-# tree, the way scripts/fuzz.sh does (--release --debug-assertions
-# --sanitizer none), then for each target runs both binaries, one after the
+# tree, the way scripts/fuzz.sh does (each with its own fuzz/build-flags),
+# then for each target runs both binaries, one after the
 # other, on one core, on the same inputs (a copy of this tree's committed
 # corpus):
 #   exec/s:  every corpus file run R times (libFuzzer -runs=R with files:
@@ -62,12 +62,18 @@ rounds=3
 
 out="$root/fuzz/target/speed"
 mkdir -p "$out"
-flags=(--release --debug-assertions --sanitizer none)
 triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
 
-# build DIR TARGET_DIR DEST: every target built in DIR, binaries copied to DEST.
+# build DIR TARGET_DIR DEST: every target built in DIR with DIR's own
+# fuzz/build-flags (a rev from before that file: the flags fuzz.sh had
+# then), binaries copied to DEST.
 build() {
-    local dir="$1" tdir="$2" dest="$3" t
+    local dir="$1" tdir="$2" dest="$3" t flags
+    if [[ -f $dir/fuzz/build-flags ]]; then
+        mapfile -t flags <"$dir/fuzz/build-flags"
+    else
+        flags=(--release --debug-assertions --sanitizer none)
+    fi
     (cd "$dir" && CARGO_TARGET_DIR="$tdir" nice -n 10 cargo +nightly fuzz build "${flags[@]}" >&2)
     mkdir -p "$dest"
     for t in "${targets[@]}"; do cp "$tdir/$triple/release/$t" "$dest/$t"; done
@@ -88,6 +94,12 @@ if ! have_all "$before"; then
 fi
 after="$out/bin-worktree"
 build "$root" "${CARGO_TARGET_DIR_FUZZ:-$root/fuzz/target}" "$after"
+
+# The bytes target reads the kernel's answers from the source tree it was
+# built in; the baseline's temporary worktree is gone by now, so both read
+# this tree's (without them a target fuzzes without that oracle, and is
+# faster for it).
+export NR_RANGES_KERNEL_CORPUS_DIR="$root/proptests/data"
 
 # The same inputs for both: a copy of this tree's corpus and dictionary.
 inputs="$out/inputs"

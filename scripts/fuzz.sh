@@ -44,8 +44,10 @@ fi
 
 # fuzz/target is cargo-fuzz's own default and ignored by fuzz/.gitignore.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_FUZZ:-$root/fuzz/target}"
-# Safe Rust only: no sanitizer (ASan would cost 3x exec/s for nothing).
-fuzz_flags=(--release --debug-assertions --sanitizer none)
+# fuzz/build-flags: safe Rust only, so no sanitizer (ASan would cost 3x
+# exec/s for nothing); comparison tracing only where fuzz/Cargo.toml turns it
+# on (the decoder and the validator).
+mapfile -t fuzz_flags <"$root/fuzz/build-flags"
 for t in "${targets[@]}"; do cargo +nightly fuzz build "${fuzz_flags[@]}" "$t"; done
 
 # One line per target from libFuzzer's final stats and its last status line

@@ -25,7 +25,7 @@ fn stratum(r: &Recorded) -> (String, String, u32, usize) {
         Answer::Probe => "probe".to_string(),
         Answer::DmaBuf(_) => "dma-buf".to_string(),
         Answer::Errno(n) => n.clone(),
-        Answer::Other => "other".to_string(),
+        Answer::Other(_) => "other".to_string(),
     };
     let nr = match r.request.dma_buf.nr_ranges {
         n @ 0..=2 => n,

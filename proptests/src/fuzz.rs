@@ -131,54 +131,15 @@ pub fn lifecycle(data: &[u8]) {
 #[cfg(feature = "kernel-oracle")]
 pub mod kernel {
     use std::collections::HashMap;
-    use std::io::Read;
     use std::sync::LazyLock;
 
-    use kmod_shim::{Bar, Device, PageSize, Policy};
-    use uapi::{DmaRange, OwnedRequest, Request, RequestBuilder};
-    use validator::Outcome;
+    use uapi::Request;
 
-    /// The committed corpora, one per kernel.
-    pub const CORPORA: [&str; 2] = ["kernel-7.2.13.corpus.gz", "kernel-7.3.4.corpus.gz"];
+    pub use crate::kernel_corpus::{Answer, Recorded, CORPORA};
 
     /// The longest input the fuzz scripts give libFuzzer (`-max_len`):
     /// longer recorded requests can never be an input, so they are not kept.
     pub const MAX_LEN: usize = 4096;
-
-    /// An answer, as the corpus records it and as the validator predicts it.
-    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-    pub enum Answer {
-        /// Success without an fd.
-        Probe,
-        /// A dma-buf of this many bytes.
-        DmaBuf(u64),
-        /// The ioctl failed with this errno (its name).
-        Errno(String),
-        /// Anything else (lseek failed, not sent): never predicted.
-        Other,
-    }
-
-    impl Answer {
-        /// What `validate(req, dev, Policy::Linux)` predicts, in these terms.
-        pub fn predict(req: &Request<'_>, dev: &Device) -> Answer {
-            match validator::validate(req, dev, Policy::Linux) {
-                Ok(Outcome::DmaBuf(x)) => Answer::DmaBuf(x.size),
-                Ok(_) => Answer::Probe,
-                Err(r) => Answer::Errno(r.errno().name().to_string()),
-            }
-        }
-    }
-
-    /// One recorded request with its device and the kernel's answer.
-    #[derive(Debug, Clone)]
-    pub struct Recorded {
-        /// The device it ran on.
-        pub device: Device,
-        /// The request.
-        pub request: OwnedRequest,
-        /// What the kernel answered.
-        pub answer: Answer,
-    }
 
     /// The recorded requests of at most [`MAX_LEN`] encoded bytes, by a
     /// fingerprint of those bytes.
@@ -232,111 +193,18 @@ pub mod kernel {
         }
     }
 
-    struct Cursor<'a>(&'a [u8]);
-
-    impl Cursor<'_> {
-        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-            let (a, b) = self.0.split_first_chunk::<N>()?;
-            self.0 = b;
-            Some(*a)
-        }
-        fn u8(&mut self) -> Option<u8> {
-            self.take::<1>().map(|b| b[0])
-        }
-        fn u32(&mut self) -> Option<u32> {
-            self.take().map(u32::from_le_bytes)
-        }
-        fn u64(&mut self) -> Option<u64> {
-            self.take().map(u64::from_le_bytes)
-        }
-        fn name(&mut self) -> Option<String> {
-            let n = self.u8()? as usize;
-            let (a, b) = self.0.split_at_checked(n)?;
-            self.0 = b;
-            Some(String::from_utf8_lossy(a).into_owned())
-        }
-    }
-
-    fn devices(header: &serde_json::Value) -> Option<Vec<Device>> {
-        let mut out = Vec::new();
-        for d in header["devices"].as_array()? {
-            let mut dev = Device::new(PageSize::from_bytes(d["page_size"].as_u64()?)?);
-            for b in d["bars"].as_array()? {
-                let (start, len) = (b["start"].as_u64()?, b["len"].as_u64()?);
-                let bar = match b["kind"].as_str()? {
-                    "mem" => Bar::mmio(start, len),
-                    "io" => Bar::io(start, len),
-                    _ => return None,
-                };
-                dev = dev.with_bar(usize::try_from(b["index"].as_u64()?).ok()?, bar);
-            }
-            out.push(dev);
-        }
-        Some(out)
-    }
-
-    /// Appends the entries of one corpus file's bytes (decompressed).
-    fn parse(bytes: &[u8], out: &mut Vec<Recorded>) -> Option<()> {
-        let nl = bytes.iter().position(|&b| b == b'\n')?;
-        let header: serde_json::Value = serde_json::from_slice(&bytes[..nl]).ok()?;
-        if header["format"] != "nr-ranges-kernel-corpus/1" {
-            return None;
-        }
-        let devs = devices(&header)?;
-        let mut cur = Cursor(&bytes[nl + 1..]);
-        for _ in 0..header["cases"].as_u64()? {
-            let device = *devs.get(cur.u8()? as usize)?;
-            let (ff, argsz, region, open, flags, nr) =
-                (cur.u32()?, cur.u32()?, cur.u32()?, cur.u32()?, cur.u32()?, cur.u32()?);
-            let readable = cur.u64()?;
-            let mut ranges = Vec::new();
-            for _ in 0..cur.u32()? {
-                let (n, offset, length) = (cur.u32()?, cur.u64()?, cur.u64()?);
-                ranges.extend(std::iter::repeat_n(DmaRange::new(offset, length), n as usize));
-            }
-            let answer = match cur.u8()? {
-                0 => Answer::Probe,
-                1 => Answer::DmaBuf(cur.u64()?),
-                2 => Answer::Errno(cur.name()?),
-                3 => {
-                    cur.name()?;
-                    Answer::Other
-                }
-                4 => Answer::Other,
-                _ => return None,
-            };
-            let request = RequestBuilder::new()
-                .feature_flags(ff)
-                .argsz(argsz)
-                .region_index(region)
-                .open_flags(open)
-                .flags(flags)
-                .nr_ranges(nr)
-                .ranges(ranges)
-                .readable(readable)
-                .build()
-                .ok()?;
-            out.push(Recorded { device, request, answer });
-        }
-        cur.0.is_empty().then_some(())
-    }
-
     fn load() -> Answers {
-        let dir = std::env::var("NR_RANGES_KERNEL_CORPUS_DIR")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/data").to_string());
         let mut all = Vec::new();
         for file in CORPORA {
-            let path = format!("{dir}/{file}");
-            let mut bytes = Vec::new();
-            let read = std::fs::File::open(&path)
-                .and_then(|f| flate2::read::GzDecoder::new(f).read_to_end(&mut bytes).map(|_| ()));
-            // A build without the data (OSS-Fuzz) fuzzes without this oracle,
-            // but says so; a corrupt corpus is a bug.
-            if let Err(e) = read {
-                eprintln!("kernel-oracle: {path}: {e}; fuzzing without the kernel's answers");
-                continue;
+            match crate::kernel_corpus::read(file) {
+                Ok(c) => all.extend(c.entries),
+                // A build without the data (OSS-Fuzz) fuzzes without this
+                // oracle, but says so; a corrupt corpus is a bug.
+                Err(crate::kernel_corpus::CorpusError::Io(e)) => {
+                    eprintln!("kernel-oracle: {e}; fuzzing without the kernel's answers");
+                }
+                Err(e) => panic!("{file}: {e}"),
             }
-            parse(&bytes, &mut all).unwrap_or_else(|| panic!("{path}: not a version-1 kernel corpus"));
         }
         let mut entries = Vec::new();
         let mut bytes = Vec::new();

@@ -13,11 +13,13 @@
 //! - [`oracle`]: the claims.
 //! - [`lifecycle`]: a driver for random sequences of attach, map, unmap,
 //!   revoke, restore, close and release, with a reference model.
+//! - [`kernel_corpus`]: the committed corpora of the real kernel's answers.
 //! - [`scenario`]: the structured fuzz input (manual [`arbitrary::Arbitrary`]
 //!   with an exact inverse, so seeds can be written as values).
 pub mod claims;
 pub mod fixtures;
 pub mod fuzz;
+pub mod kernel_corpus;
 pub mod lifecycle;
 pub mod oracle;
 pub mod scenario;
