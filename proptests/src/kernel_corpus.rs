@@ -3,7 +3,7 @@
 //! here once for everything in this crate that replays them: the property
 //! `prop_validator_linux_matches_every_recorded_kernel_answer`
 //! (`tests/kernel_corpus.rs`), the `bytes` fuzz target's kernel oracle
-//! ([`crate::fuzz::kernel`]) and its seeds (`examples/kernel-seeds.rs`).
+//! (`fuzz::kernel`, feature `kernel-oracle`) and its seeds (`examples/kernel-seeds.rs`).
 //!
 //! The format (version 1) is documented by its writer,
 //! `kernel-lab/src/conformance/corpus.rs`; this reader is written from that
