@@ -6,6 +6,10 @@
 #   scripts/fuzz.sh --time 3600 bytes structured
 #   scripts/fuzz.sh --jobs 8 --time 86400 structured   # libFuzzer -fork=8
 #   scripts/fuzz.sh --cmin          # minimize the committed corpora in place
+#   scripts/fuzz.sh --cpu 3600 lifecycle   # a campaign of one CPU-hour: runs of at
+#                                   # most 600 s wall, one after another on the
+#                                   # same scratch corpus, until the target's own
+#                                   # CPU time (user + sys) reaches 3600 s
 #
 # Installs cargo-fuzz (cargo install cargo-fuzz --locked) if missing. Needs
 # the nightly toolchain (rustup toolchain install nightly). Crashes land in
@@ -20,6 +24,7 @@ cd "$root"
 time_per_target=600
 jobs=1
 cmin=0
+cpu_budget=0
 targets=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -27,7 +32,8 @@ while [[ $# -gt 0 ]]; do
         --time) time_per_target="$2"; shift 2 ;;
         --jobs) jobs="$2"; shift 2 ;;
         --cmin) cmin=1; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --cpu) cpu_budget="$2"; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
@@ -99,6 +105,44 @@ if [[ $cmin == 1 ]]; then
         rm -rf "$tmp"
     done
     exit 0
+fi
+
+# A campaign measured in CPU time, not wall time: on a shared machine a
+# -max_total_time of one hour can be a few CPU-minutes. The built binary runs
+# directly (not through cargo) so that bash's `time` counts the target alone.
+if ((cpu_budget > 0)); then
+    bin_dir="$CARGO_TARGET_DIR/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
+    status=0
+    for t in "${targets[@]}"; do
+        work="$CARGO_TARGET_DIR/corpus/$t"
+        mkdir -p "$work" "$root/fuzz/artifacts/$t"
+        log="$CARGO_TARGET_DIR/campaign-$t.log"
+        : >"$log"
+        cpu=0 runs=0 chunk=0 verdict=ok
+        start=$(date +%s)
+        while ((cpu < cpu_budget)); do
+            chunk=$((chunk + 1))
+            TIMEFORMAT='%U %S'
+            rc=0
+            { time "$bin_dir/$t" "$work" "$root/fuzz/corpus/$t" -max_total_time=600 \
+                -dict="$root/fuzz/dict/nr-ranges.dict" -max_len=4096 -print_final_stats=1 \
+                -artifact_prefix="$root/fuzz/artifacts/$t/" >"$log.chunk" 2>&1 || rc=$?; } 2>"$log.time"
+            cat "$log.chunk" >>"$log"
+            read -r u s <"$log.time"
+            cpu=$(python3 -c "print(round($cpu + $u + $s))")
+            n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log.chunk" | tail -n 1)
+            runs=$((runs + ${n:-0}))
+            echo "campaign: $t chunk $chunk: ${n:-?} runs, CPU $u + $s s, total $cpu / $cpu_budget s" >>"$log"
+            if ((rc != 0)); then verdict="FOUND A CRASH (fuzz/artifacts/$t/)"; status=1; break; fi
+        done
+        cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -n 1)
+        corp=$(find "$work" -type f | wc -l)
+        printf 'campaign: %-10s %s runs in %s CPU-s (%s chunks, %s s wall), %s exec per CPU-second, scratch corpus %s entries, %s: %s; log %s\n' \
+            "$t" "$runs" "$cpu" "$chunk" "$(($(date +%s) - start))" "$((runs / (cpu > 0 ? cpu : 1)))" \
+            "$corp" "${cov:-cov: ?}" "$verdict" "$log" | tee -a "$log"
+        rm -f "$log.chunk" "$log.time"
+    done
+    exit $status
 fi
 
 status=0
