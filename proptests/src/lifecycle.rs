@@ -155,6 +155,9 @@ impl Lifecycle {
     fn drop_maps_of_revoked(&mut self) {
         let revoked: Vec<DmaBufId> =
             self.bufs.iter().filter(|b| self.shim.dma_buf(b.0).is_some() && self.revoked(b.1)).map(|b| b.0).collect();
+        if revoked.is_empty() {
+            return;
+        }
         for m in &mut self.maps {
             let buf = self.atts.iter().find(|a| a.0 == m.1).map(|a| a.1);
             if buf.is_some_and(|b| revoked.contains(&b)) {
