@@ -29,6 +29,22 @@ def read(run, what):
     return [l.strip() for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
 
 
+OUTCOMES = ("caught", "missed", "timeout", "unviable")
+
+
+def merged(runs):
+    """caught, missed, timeout, unviable over `runs` in order: a later run's
+    outcome for a mutant replaces an earlier one's (the suite it ran against
+    is the newer)."""
+    last = {}
+    for run in runs:
+        for what in OUTCOMES:
+            for m in read(run, what):
+                last.pop(m, None)
+                last[m] = what
+    return tuple([m for m, w in last.items() if w == what] for what in OUTCOMES)
+
+
 def equivalents(path):
     out = {}
     if not Path(path).exists():
@@ -56,7 +72,10 @@ def score(caught, missed, timeout):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--props", required=True, help="mutants.out of the property-suite run")
+    ap.add_argument("--props", required=True, action="append",
+                    help="mutants.out of the property-suite run; given more than once (runs over parts of the "
+                         "package, one after another), each mutant counts with its outcome in the last run that "
+                         "tested it")
     ap.add_argument("--workspace", help="mutants.out of the survivors against the whole workspace")
     ap.add_argument("--props-rerun", help="mutants.out of the open survivors re-run after the properties changed")
     ap.add_argument("--equivalent", required=True)
@@ -72,7 +91,7 @@ def main():
     a = ap.parse_args()
 
     eq = equivalents(a.equivalent)
-    caught, missed, timeout, unviable = (read(a.props, w) for w in ("caught", "missed", "timeout", "unviable"))
+    caught, missed, timeout, unviable = merged(a.props)
     rerun_caught = set(read(a.props_rerun, "caught")) | set(read(a.props_rerun, "timeout")) if a.props_rerun else set()
     open_ = [m for m in missed if not why_equivalent(eq, m) and m not in rerun_caught]
     if a.open_regexes:
@@ -104,8 +123,7 @@ def main():
         w(a.note + "\n")
     if a.partial:
         done = len(caught) + len(missed) + len(timeout) + len(unviable)
-        w(f"**Partial run**: {done} of the package's {a.partial} mutants were tested, in random order "
-          "(`--shuffle`), before the run was stopped; the score is that sample's.\n")
+        w(f"**Partial run**: {done} of the package's {a.partial} mutants were tested; the score is theirs.\n")
     w("| tests | mutants | caught | missed | timeouts | unviable | score |")
     w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     total = len(caught) + len(missed) + len(timeout) + len(unviable)
