@@ -353,6 +353,54 @@ pub const CLAIMS: &[Claim] = &[
              (measured), EEXIST on io-pgtable-arm, whichever order the model is chosen in; the unwind changes \
              nothing.",
     },
+    Claim {
+        name: "prop_iova_allocator_and_page_table_keep_the_kernels_rules",
+        file: "tests/shim_restated.rs",
+        claim: "The IOMMU domain against a page-by-page reference: `alloc_iova_fast()` hands out whole free \
+             granules inside the aperture and fails only when no hole is large enough; a free succeeds exactly for \
+             allocated space (else it is counted as bad); `iommu_map()` refuses an empty or already translated \
+             range; `iommu_unmap()` returns the bytes it untranslated; the totals, the merged spans, `is_idle`, \
+             every translation and the model's memory estimate follow.",
+    },
+    Claim {
+        name: "prop_sg_table_has_calc_sg_nents_entries_and_no_cpu_list",
+        file: "tests/shim_restated.rs",
+        claim: "On every path the sg table has `calc_sg_nents()` entries (the IOVA span split in `MAX_SG_ENT_SZ` \
+             pieces as a whole, else each range on its own) and `orig_nents` 0.",
+    },
+    Claim {
+        name: "prop_model_bytes_count_every_live_vector_and_table",
+        file: "tests/shim_restated.rs",
+        claim: "The model's memory is each live dma-buf with 16 bytes per physical vector, each live mapping with \
+             its sg entries, and the importers' IOMMU domains; nothing for an empty shim.",
+    },
+    Claim {
+        name: "prop_failed_link_after_the_first_range_frees_a_short_iova_span",
+        file: "tests/shim_restated.rs",
+        claim: "A `dma_iova_link()` failure at range `i` hands back fewer bytes than the span (counted as a short \
+             free) exactly when `i > 0`; at `i == 0` Fixed frees the span and the kernel leaks it; the kernel's \
+             second range collides at IOVA offset 0.",
+    },
+    Claim {
+        name: "prop_without_get_dmabuf_phys_every_dma_buf_feature_call_is_eopnotsupp",
+        file: "tests/shim_restated.rs",
+        claim: "Without `get_dmabuf_phys` exactly the DMA_BUF feature calls that the vfio core lets through are \
+             EOPNOTSUPP, whatever GET, SET and PROBE say; other features and calls the core refuses are not.",
+    },
+    Claim {
+        name: "prop_peer_reaches_the_bar_only_while_memory_decodes",
+        file: "tests/shim_restated.rs",
+        claim: "A peer's DMA to a mapped dma-buf reaches the request's physical address on every path while \
+             `PCI_COMMAND_MEMORY` is set, nothing while it is clear, and after it is set again only where nothing \
+             tore the translation down (bus addresses, dma-direct).",
+    },
+    Claim {
+        name: "prop_checker_reports_the_first_byte_a_changed_translation_misses",
+        file: "tests/shim_restated.rs",
+        claim: "The invariant checker catches an IOMMU changed behind the model's back: a page unmapped or \
+             remapped elsewhere is reported at its byte offset with the address wanted and the one reached, and \
+             IOVA space no mapping accounts for as a leak with its sizes.",
+    },
 ];
 
 /// The claim of the property `name`, if it has one.
