@@ -401,6 +401,12 @@ pub const CLAIMS: &[Claim] = &[
              remapped elsewhere is reported at its byte offset with the address wanted and the one reached, and \
              IOVA space no mapping accounts for as a leak with its sizes.",
     },
+    Claim {
+        name: "prop_every_error_message_names_its_errno",
+        file: "tests/shim_restated.rs",
+        claim: "Every error of export, attach, map and `IOMMU_IOAS_MAP_FILE` says in its message the errno the \
+             kernel returns for it, and the range, where there is one.",
+    },
 ];
 
 /// The claim of the property `name`, if it has one.

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use kmod_shim::{
-    check_invariants, Bar, Config, Device, DmaBuf, DmaBufDma, DmaBufId, ExportError, Extent, FaultPlan, FaultSite,
-    Fidelity, ImporterDesc, ImporterId, Iommu, IommuStats, MapError, MapPath, PageSize, PhysVec, Policy, Shim,
+    check_invariants, AttachError, Bar, Config, Device, DmaBuf, DmaBufDma, DmaBufId, Errno, ExportError, Extent, FaultPlan, FaultSite,
+    Fidelity, ImporterDesc, ImporterId, IommufdError, Iommu, IommuModel, IommuStats, MapError, MapPath, PageSize, PhysVec, Policy, Reject, Shim,
     SgEntry, Violation,
 };
 use props::fixtures::{path_importers, APERTURE, GIB, PAGE_SIZES};
@@ -130,6 +130,10 @@ fn io_op() -> impl Strategy<Value = IoOp> {
     ]
 }
 
+fn io_model() -> impl Strategy<Value = IommuModel> {
+    prop_oneof![Just(IommuModel::IntelVtd), Just(IommuModel::ArmLpae)]
+}
+
 /// Pages of the test aperture: small, so that it fills and fragments.
 const APERTURE_PAGES: u64 = 48;
 
@@ -141,13 +145,10 @@ struct RefDomain {
     table: BTreeMap<u64, u64>,
     stats: IommuStats,
     chunks: Vec<(u64, u64)>,
+    cursor: u64,
 }
 
 impl RefDomain {
-    fn free_run(&self, n: u64) -> bool {
-        self.allocated.windows(n as usize).any(|w| w.iter().all(|a| !a))
-    }
-
     /// Maximal runs of allocated pages: the spans the allocator reports.
     fn spans(&self) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();
@@ -172,15 +173,22 @@ proptest! {
         page in page_size(),
         first in 1u64..1 << 20,
         ops in prop::collection::vec(io_op(), 1..40),
+        models in (io_model(), io_model()),
+        switch in 0usize..40,
     ) {
         let pg = page.bytes();
         let (start, end) = (first * pg, (first + APERTURE_PAGES) * pg);
-        let mut io = Iommu::new(start, end, pg);
+        let mut io = Iommu::new(start, end, pg).with_model(models.0);
+        prop_assert_eq!(io.model(), models.0);
         let mut r = RefDomain { allocated: vec![false; APERTURE_PAGES as usize], ..RefDomain::default() };
         let page_of = |iova: u64| (iova - start) / pg;
         let mut ever_mapped = false;
         prop_assert_eq!(io.aperture(), (start, end));
-        for op in ops {
+        for (k, op) in ops.into_iter().enumerate() {
+            if k == switch {
+                io.set_model(models.1);
+                prop_assert_eq!(io.model(), models.1);
+            }
             match op {
                 IoOp::Alloc(n, unaligned) => {
                     let len = u64::from(n % 12) * pg + if unaligned { pg / 2 } else { 0 };
@@ -192,17 +200,19 @@ proptest! {
                         prop_assert_eq!(got, None);
                         continue;
                     }
+                    // Which space: the model's simplification of iova.c
+                    // (Iommu's doc), next fit from where the last allocation
+                    // ended, else the lowest hole large enough.
                     let n = len / pg;
-                    match got {
-                        Some(a) => {
-                            prop_assert!(a >= start && a + len <= end && a % pg == 0, "{a:#x}+{len:#x} outside");
-                            for p in page_of(a)..page_of(a) + n {
-                                prop_assert!(!r.allocated[p as usize], "page {p} handed out twice");
-                                r.allocated[p as usize] = true;
-                            }
-                            r.chunks.push((a, len));
+                    let free = |p: u64| p + n <= APERTURE_PAGES && (p..p + n).all(|q| !r.allocated[q as usize]);
+                    let want = if free(r.cursor) { Some(r.cursor) } else { (0..APERTURE_PAGES).find(|&p| free(p)) };
+                    prop_assert_eq!(got, want.map(|p| start + p * pg), "{} pages from page {}", n, r.cursor);
+                    if let Some(p) = want {
+                        for q in p..p + n {
+                            r.allocated[q as usize] = true;
                         }
-                        None => prop_assert!(!r.free_run(n), "no {n} pages found, but a hole has them"),
+                        r.chunks.push((start + p * pg, len));
+                        r.cursor = p + n;
                     }
                 }
                 IoOp::FreeChunk(i, from, take) => {
@@ -252,9 +262,15 @@ proptest! {
                     // nothing to map; the driver's map_pages() refuses a
                     // present entry (EADDRINUSE on VT-d's generic page table).
                     if n == 0 {
-                        prop_assert_eq!(got, Err(kmod_shim::Errno::EINVAL));
+                        prop_assert_eq!(got, Err(Errno::EINVAL));
                     } else if (from..from + n).any(|p| r.table.contains_key(&p)) {
-                        prop_assert_eq!(got, Err(kmod_shim::Errno::EADDRINUSE));
+                        // VT-d's generic page table says EADDRINUSE,
+                        // io-pgtable-arm's arm_lpae_init_pte() EEXIST.
+                        let errno = match io.model() {
+                            IommuModel::IntelVtd => Errno::EADDRINUSE,
+                            IommuModel::ArmLpae => Errno::EEXIST,
+                        };
+                        prop_assert_eq!(got, Err(errno));
                         r.stats.collisions += 1;
                     } else {
                         prop_assert_eq!(got, Ok(()));
@@ -286,15 +302,17 @@ proptest! {
             prop_assert_eq!(io.is_idle(), spans.is_empty() && r.table.is_empty());
             prop_assert_eq!(io.check(), Ok(()));
             for q in 0..APERTURE_PAGES {
-                let iova = start + q * pg + pg / 2;
+                // A page's first, middle or last byte.
+                let off = [0, pg / 2, pg - 1][(q % 3) as usize];
+                let iova = start + q * pg + off;
                 match (io.translate(iova), r.table.get(&q)) {
                     (None, None) => {}
                     (Some((phys, run)), Some(&want)) => {
-                        prop_assert_eq!(phys, want + pg / 2);
-                        // The run stays physically contiguous in the table.
-                        let pages = run.div_ceil(pg);
-                        prop_assert!(run % pg == pg / 2 && pages >= 1);
-                        for k in 0..pages {
+                        prop_assert_eq!(phys, want + off);
+                        // The run ends on a page boundary and stays
+                        // physically contiguous in the table up to there.
+                        prop_assert!(run > 0 && (iova + run) % pg == 0, "run {run:#x} from {iova:#x}");
+                        for k in 0..(off + run) / pg {
                             prop_assert_eq!(r.table.get(&(q + k)), Some(&(want + k * pg)));
                         }
                     }
@@ -311,6 +329,21 @@ proptest! {
             } else {
                 prop_assert_eq!(io.model_bytes(), tree);
             }
+        }
+        // What the API lets a caller break, check() catches: a span cut at
+        // half a page (start or end), translations of unallocated space.
+        let spans = io.snapshot().allocated;
+        if let Some(&(s0, e0)) = spans.first() {
+            for (iova, what) in [(s0, "start"), (e0 - pg / 2, "end")] {
+                let mut bad = io.clone();
+                prop_assert!(bad.free_iova(iova, pg / 2));
+                prop_assert!(bad.check().is_err(), "a span with an unaligned {} passes", what);
+            }
+        }
+        if let Some(q) = (0..APERTURE_PAGES).find(|&q| !r.allocated[q as usize]) {
+            let mut bad = io.clone();
+            prop_assert_eq!(bad.map(start + q * pg, 0, pg), Ok(()));
+            prop_assert!(bad.check().is_err(), "a translation of unallocated page {} passes", q);
         }
     }
 }
@@ -388,9 +421,9 @@ proptest! {
         // (dma_buf_phys_vec_to_sgt(), drivers/dma-buf/dma-buf-mapping.c,
         // 7.2), so its second range collides with the first unless the
         // fault came first.
-        let enomem = kmod_shim::Errno::ENOMEM;
+        let enomem = Errno::ENOMEM;
         let (fails_at, errno) = if kernel && n >= 2 && step >= 1 {
-            (Some(1), if step == 1 { enomem } else { kmod_shim::Errno::EADDRINUSE })
+            (Some(1), if step == 1 { enomem } else { Errno::EADDRINUSE })
         } else {
             ((step < n).then_some(step), enomem)
         };
@@ -547,6 +580,88 @@ proptest! {
                 Violation::IommuAccounting { importer: ImporterId(0), mapped: size, allocated: size + pg, expected: size }
             }
         };
+        let msg = expected.to_string();
         prop_assert_eq!(check_invariants(&s), Err(expected));
+        // The message names the byte where the walk went wrong, or the
+        // sizes that disagree.
+        let says = if how < 2 { format!("at byte {at:#x}") } else { format!("allocates {:#x}", size + pg) };
+        prop_assert!(msg.contains(&says), "{msg:?}");
+    }
+}
+
+// ----- what the errors say --------------------------------------------------
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// The claim: `props::claims::claim("prop_every_error_message_names_its_errno")`.
+    #[test]
+    fn prop_every_error_message_names_its_errno(
+        errno in prop::sample::select(vec![Errno::EINVAL, Errno::ENOMEM, Errno::EADDRINUSE, Errno::EEXIST, Errno::ENODEV]),
+        index in 0usize..1 << 18,
+    ) {
+        // What the ioctl, map_dma_buf or IOMMU_IOAS_MAP_FILE return is what
+        // a user reads first; every message carries it, in parentheses.
+        let attach = [
+            AttachError::NoSuchDmaBuf,
+            AttachError::NoSuchImporter,
+            AttachError::NoMem,
+            AttachError::NoPeer2Peer,
+            AttachError::Revoked,
+            AttachError::NotRevocable,
+        ];
+        let mut errors: Vec<(String, Errno)> = Vec::new();
+        errors.extend(attach.iter().map(|e| (e.to_string(), e.errno())));
+        errors.extend(
+            [
+                ExportError::Rejected(Reject::BarNotMmio),
+                ExportError::NotAnExport,
+                ExportError::DeviceNotOpen,
+                ExportError::NoDmaBufPhys,
+                ExportError::RangeCopyNoMem,
+                ExportError::PrivNoMem,
+                ExportError::PhysVecNoMem,
+                ExportError::DmaBufExportNoMem,
+                ExportError::FdInstall,
+            ]
+            .iter()
+            .map(|e| (e.to_string(), e.errno())),
+        );
+        errors.extend(
+            [
+                MapError::NoSuchAttachment,
+                MapError::Revoked,
+                MapError::NoMem,
+                MapError::P2pNotSupported,
+                MapError::SgNentsOverflow,
+                MapError::IovaLink { index, errno },
+                MapError::MapPhys { index },
+                MapError::IovaSync,
+            ]
+            .iter()
+            .map(|e| (e.to_string(), e.errno())),
+        );
+        let mut iommufd = vec![
+            IommufdError::NoSuchIoas,
+            IommufdError::NoSuchArea,
+            IommufdError::ZeroLength,
+            IommufdError::Overflow,
+            IommufdError::BadFd,
+            IommufdError::OutsideDmaBuf,
+            IommufdError::NoMem,
+            IommufdError::IommufdMap(errno),
+            IommufdError::UnalignedStart,
+            IommufdError::UnalignedLength,
+            IommufdError::NoIova,
+            IommufdError::DomainMap(errno),
+        ];
+        iommufd.extend(attach.iter().map(|&a| IommufdError::Attach(a)));
+        errors.extend(iommufd.iter().map(|e| (e.to_string(), e.errno())));
+        for (msg, errno) in errors {
+            prop_assert!(msg.contains(&format!("({errno})")), "{msg:?} does not say {errno}");
+        }
+        // A range index, where there is one, is named too.
+        let msg = MapError::MapPhys { index }.to_string();
+        prop_assert!(msg.contains(&format!("range {index} ")), "{msg:?}");
     }
 }
