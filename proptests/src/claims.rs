@@ -407,6 +407,12 @@ pub const CLAIMS: &[Claim] = &[
         claim: "Every error of export, attach, map and `IOMMU_IOAS_MAP_FILE` says in its message the errno the \
              kernel returns for it, and the range, where there is one.",
     },
+    Claim {
+        name: "prop_checker_reports_an_ioas_domain_changed_behind_the_model",
+        file: "tests/shim_restated.rs",
+        claim: "The invariant checker catches an iommufd IOAS domain changed behind the model's back: IOVA reserved \
+             that no area accounts for, an area's page no longer translated, a revoked area translated again.",
+    },
 ];
 
 /// The claim of the property `name`, if it has one.

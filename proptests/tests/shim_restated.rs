@@ -665,3 +665,51 @@ proptest! {
         prop_assert!(msg.contains(&format!("range {index} ")), "{msg:?}");
     }
 }
+
+proptest! {
+    #![proptest_config(config(8))]
+
+    /// The claim: `props::claims::claim("prop_checker_reports_an_ioas_domain_changed_behind_the_model")`.
+    #[test]
+    fn prop_checker_reports_an_ioas_domain_changed_behind_the_model(
+        (page, ranges) in ranges(1),
+        how in 0u8..3,
+    ) {
+        let pg = page.bytes();
+        let mut s = shim(device(page), Fidelity::Fixed, &[]);
+        let ioas = s.iommufd_ioas_alloc(APERTURE.0, APERTURE.1);
+        let buf = export(&mut s, &ranges);
+        let length = ranges[0].length;
+        let area = s.iommufd_map_file(ioas, buf, 0, length).expect("a one-range dma-buf maps");
+        prop_assert_eq!(check_invariants(&s), Ok(()));
+        let iova = s.iopt_pages(area).expect("live").iova;
+        let paddr = phys_at(&ranges, 0);
+        let says = match how {
+            // IOVA reserved that no area accounts for.
+            0 => {
+                s.ioas_mut(ioas).expect("IOAS").domain.alloc_iova(pg).expect("room in the aperture");
+                format!("reserves {:#x}", length + pg)
+            }
+            // The area's first page no longer translated.
+            1 => {
+                s.ioas_mut(ioas).expect("IOAS").domain.unmap(iova, pg);
+                format!("area {} does not translate to its range", area.0)
+            }
+            // Revoked (decoding off), yet still translated: the model's
+            // iopt_revoke_dmabuf() unmapped it, the change maps it again.
+            _ => {
+                s.set_memory_enabled(false);
+                prop_assert_eq!(check_invariants(&s), Ok(()));
+                s.ioas_mut(ioas).expect("IOAS").domain.map(iova, paddr, pg).expect("unmapped at revoke");
+                format!("revoked area {} still translated", area.0)
+            }
+        };
+        match check_invariants(&s) {
+            Err(Violation::Ioas { ioas: got, what }) => {
+                prop_assert_eq!(got, ioas);
+                prop_assert!(what.contains(&says), "{what:?}, not {says:?}");
+            }
+            other => prop_assert!(false, "{other:?}"),
+        }
+    }
+}
