@@ -369,6 +369,12 @@ pub const CLAIMS: &[Claim] = &[
              pieces as a whole, else each range on its own) and `orig_nents` 0.",
     },
     Claim {
+        name: "prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits",
+        file: "tests/shim_restated.rs",
+        claim: "`calc_sg_nents()` is the IOVA span's size in `MAX_SG_ENT_SZ` pieces, or the sum of each range's, \
+             and 0 when that sum does not fit 32 bits; `MAX_SG_ENT_SZ` is the largest page-aligned `unsigned int`.",
+    },
+    Claim {
         name: "prop_model_bytes_count_every_live_vector_and_table",
         file: "tests/shim_restated.rs",
         claim: "The model's memory is each live dma-buf with 16 bytes per physical vector, each live mapping with \

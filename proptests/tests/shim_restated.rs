@@ -379,6 +379,31 @@ proptest! {
         }
     }
 
+    /// The claim: `props::claims::claim("prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits")`.
+    #[test]
+    fn prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits(
+        page in page_size(),
+        lens in prop::collection::vec(prop_oneof![1u64..1 << 20, 1u64..1 << 44, (1u64 << 62) - 16..1 << 62], 1..6),
+    ) {
+        let pg = page.bytes();
+        prop_assert_eq!(kmod_shim::max_sg_ent_sz(pg), max_sg_ent_sz(pg));
+        // Page counts, but at most 2^62 bytes each: three of the longest
+        // overflow a 32-bit count of entries.
+        let phys: Vec<PhysVec> = lens.iter().map(|&l| PhysVec { paddr: 0, len: l.saturating_mul(pg).min(1 << 62) }).collect();
+        let size = phys.iter().try_fold(0u64, |a, p| a.checked_add(p.len)).filter(|s| *s < 1 << 63);
+        let max = max_sg_ent_sz(pg);
+        // calc_sg_nents() (drivers/dma-buf/dma-buf-mapping.c, 7.2): the
+        // span's size in MAX_SG_ENT_SZ pieces, else each range's, summed in
+        // an unsigned int; a sum past 32 bits is 0, which sg_alloc_table()
+        // then refuses with EINVAL.
+        if let Some(size) = size {
+            prop_assert_eq!(u64::from(kmod_shim::calc_sg_nents(true, &phys, size, pg)), size.div_ceil(max));
+        }
+        let per_range: u64 = phys.iter().map(|p| p.len.div_ceil(max)).sum();
+        let want = if per_range > u64::from(u32::MAX) { 0 } else { per_range };
+        prop_assert_eq!(u64::from(kmod_shim::calc_sg_nents(false, &phys, size.unwrap_or(0), pg)), want);
+    }
+
     /// The claim: `props::claims::claim("prop_model_bytes_count_every_live_vector_and_table")`.
     #[test]
     fn prop_model_bytes_count_every_live_vector_and_table((page, ranges) in ranges(6), maps in 0usize..4) {
