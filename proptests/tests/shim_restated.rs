@@ -299,6 +299,18 @@ proptest! {
             prop_assert_eq!(&io.snapshot().allocated, &spans);
             prop_assert_eq!(io.allocated_bytes(), r.allocated.iter().filter(|a| **a).count() as u64 * pg);
             prop_assert_eq!(io.mapped_bytes(), r.table.len() as u64 * pg);
+            // The extents, in IOVA order, cover exactly the table.
+            let mut covered = 0;
+            let mut prev_end = start;
+            for x in io.extents() {
+                prop_assert!(x.iova >= prev_end && x.len > 0, "extent {x:x?} out of order");
+                for k in 0..x.len / pg {
+                    prop_assert_eq!(r.table.get(&(page_of(x.iova) + k)), Some(&(x.paddr + k * pg)));
+                }
+                covered += x.len;
+                prev_end = x.iova + x.len;
+            }
+            prop_assert_eq!(covered, r.table.len() as u64 * pg);
             prop_assert_eq!(io.is_idle(), spans.is_empty() && r.table.is_empty());
             prop_assert_eq!(io.check(), Ok(()));
             for q in 0..APERTURE_PAGES {
