@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 
 use kmod_shim::{
-    check_invariants, AttachError, Bar, Config, Device, DmaBuf, DmaBufDma, DmaBufId, Errno, ExportError, Extent, FaultPlan, FaultSite,
-    Fidelity, ImporterDesc, ImporterId, IommufdError, Iommu, IommuModel, IommuStats, MapError, MapPath, PageSize, PhysVec, Policy, Reject, Shim,
-    SgEntry, Violation,
+    check_invariants, AttachError, Bar, Config, Device, DmaBuf, DmaBufDma, DmaBufId, Errno, ExportError, Extent,
+    FaultPlan, FaultSite, Fidelity, ImporterDesc, ImporterId, Iommu, IommuModel, IommuStats, IommufdError, MapError,
+    MapPath, PageSize, PhysVec, Policy, Reject, SgEntry, Shim, Violation,
 };
 use props::fixtures::{path_importers, APERTURE, GIB, PAGE_SIZES};
 use props::well_formed;
