@@ -366,7 +366,8 @@ pub const CLAIMS: &[Claim] = &[
         name: "prop_sg_table_has_calc_sg_nents_entries_and_no_cpu_list",
         file: "tests/shim_restated.rs",
         claim: "On every path the sg table has `calc_sg_nents()` entries (the IOVA span split in `MAX_SG_ENT_SZ` \
-             pieces as a whole, else each range on its own) and `orig_nents` 0.",
+             pieces as a whole, else each range on its own) and `orig_nents` 0; a peer behind the same switch \
+             takes bus addresses and leaves its own IOMMU domain untouched.",
     },
     Claim {
         name: "prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits",
@@ -418,6 +419,12 @@ pub const CLAIMS: &[Claim] = &[
         file: "tests/shim_restated.rs",
         claim: "The invariant checker catches an iommufd IOAS domain changed behind the model's back: IOVA reserved \
              that no area accounts for, an area's page no longer translated, a revoked area translated again.",
+    },
+    Claim {
+        name: "prop_checker_reports_dma_addresses_off_the_page_grid",
+        file: "tests/shim_restated.rs",
+        claim: "The invariant checker reports an sg entry whose DMA address is off the page grid (a host bridge \
+             offset that is not page-aligned) as not page-aligned, at the first entry.",
     },
 ];
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use kmod_shim::{
     check_invariants, AttachError, Bar, Config, Device, DmaBuf, DmaBufDma, DmaBufId, Errno, ExportError, Extent,
     FaultPlan, FaultSite, Fidelity, ImporterDesc, ImporterId, Iommu, IommuModel, IommuStats, IommufdError, MapError,
-    MapPath, PageSize, PhysVec, Policy, Reject, SgEntry, Shim, Violation,
+    MapPath, P2pMapType, PageSize, PhysVec, Policy, Reject, SgEntry, Shim, Violation,
 };
 use props::fixtures::{path_importers, APERTURE, GIB, PAGE_SIZES};
 use props::well_formed;
@@ -389,6 +389,16 @@ proptest! {
             prop_assert_eq!(sgt.entries.len() as u64, want);
             prop_assert_eq!(sgt.orig_nents(), 0);
         }
+        // A peer behind the same switch takes bus addresses whatever its own
+        // DMA ops (dma_buf_phys_vec_to_sgt()'s PCI_P2PDMA_MAP_BUS_ADDR case):
+        // its IOMMU domain, if it has one, is left untouched.
+        let switch_peer = ImporterDesc { map_type: P2pMapType::BusAddr, ..ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1) };
+        let id = s.add_importer(switch_peer);
+        let att = s.attach(buf, id).expect("attaches");
+        let m = s.map(att).expect("maps");
+        prop_assert_eq!(s.mapping(m).expect("live").path(), MapPath::BusAddr);
+        prop_assert!(s.importer(id).and_then(|i| i.iommu.as_ref()).expect("iommu").is_idle());
+        prop_assert_eq!(check_invariants(&s), Ok(()));
     }
 
     /// The claim: `props::claims::claim("prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits")`.
@@ -623,6 +633,33 @@ proptest! {
         // sizes that disagree.
         let says = if how < 2 { format!("at byte {at:#x}") } else { format!("allocates {:#x}", size + pg) };
         prop_assert!(msg.contains(&says), "{msg:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(config(8))]
+
+    /// The claim: `props::claims::claim("prop_checker_reports_dma_addresses_off_the_page_grid")`.
+    #[test]
+    fn prop_checker_reports_dma_addresses_off_the_page_grid(
+        (page, ranges) in ranges(3),
+        off in 1u64..1 << 16,
+    ) {
+        // pci_bus_address() - pci_resource_start() off the page grid (no
+        // real host bridge does that): every bus address is, and the checker
+        // must say so for the first entry, whose length is a page multiple.
+        let pg = page.bytes();
+        let bus_offset = off % pg;
+        prop_assume!(bus_offset != 0);
+        let cfg = Config { fidelity: Fidelity::Fixed, policy: Policy::Linux, bus_offset, sg_max_entries: 1 << 20 };
+        let mut s = props::fixtures::shim_with(device(page), cfg, &[ImporterDesc::bus_peer()]);
+        let buf = export(&mut s, &ranges);
+        let att = s.attach(buf, ImporterId(0)).expect("attaches");
+        let m = s.map(att).expect("maps");
+        prop_assert_eq!(
+            check_invariants(&s),
+            Err(Violation::SgEntry { mapping: m, index: 0, what: "not page-aligned" })
+        );
     }
 }
 
