@@ -418,13 +418,21 @@ pub const CLAIMS: &[Claim] = &[
         name: "prop_checker_reports_an_ioas_domain_changed_behind_the_model",
         file: "tests/shim_restated.rs",
         claim: "The invariant checker catches an iommufd IOAS domain changed behind the model's back: IOVA reserved \
-             that no area accounts for, an area's page no longer translated, a revoked area translated again.",
+             that no area accounts for, an area's page no longer translated, a revoked area translated again; for an area of any page-aligned \
+             part of its range.",
     },
     Claim {
         name: "prop_checker_reports_dma_addresses_off_the_page_grid",
         file: "tests/shim_restated.rs",
         claim: "The invariant checker reports an sg entry whose DMA address is off the page grid (a host bridge \
              offset that is not page-aligned) as not page-aligned, at the first entry.",
+    },
+    Claim {
+        name: "prop_checker_reports_a_translation_running_on_past_its_range",
+        file: "tests/shim_restated.rs",
+        claim: "The invariant checker follows each physical vector to its end even inside one translated run: \
+             an IOVA span remapped so that the first range's memory continues where the second range's belongs is \
+             reported at the second range's first byte.",
     },
 ];
 

@@ -663,6 +663,39 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(8))]
+
+    /// The claim: `props::claims::claim("prop_checker_reports_a_translation_running_on_past_its_range")`.
+    #[test]
+    fn prop_checker_reports_a_translation_running_on_past_its_range(
+        page in page_size(),
+        (o0, l0, gap, l1) in (0u64..1024, 2u64..16, 1u64..1024, 2u64..16),
+    ) {
+        // Two ranges apart in the BAR, linked into one IOVA span; then the
+        // span is remapped as a page of the first range and, after it, one
+        // extent that runs on through the first range's memory where the
+        // second range's belongs.
+        let pg = page.bytes();
+        let ranges = [DmaRange::new(o0 * pg, l0 * pg), DmaRange::new((o0 + l0 + gap) * pg, l1 * pg)];
+        let mut s = shim(device(page), Fidelity::Fixed, &[ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1)]);
+        let buf = export(&mut s, &ranges);
+        let att = s.attach(buf, ImporterId(0)).expect("attaches");
+        let m = s.map(att).expect("maps");
+        prop_assert_eq!(s.mapping(m).expect("live").path(), MapPath::IovaSpan);
+        let span = s.sg_table(m).expect("live").pairs()[0].0;
+        let (p0, len0, size) = (phys_at(&ranges, 0), l0 * pg, (l0 + l1) * pg);
+        let iommu = s.importer_mut(ImporterId(0)).and_then(|i| i.iommu.as_mut()).expect("iommu");
+        prop_assert_eq!(iommu.unmap(span, size), size);
+        iommu.map(span, p0, pg).expect("free");
+        iommu.map(span + pg, p0 + pg, size - pg).expect("free");
+        prop_assert_eq!(
+            check_invariants(&s),
+            Err(Violation::Walk { mapping: m, at: len0, want: phys_at(&ranges, len0), got: Some(p0 + len0) })
+        );
+    }
+}
+
 // ----- what the errors say --------------------------------------------------
 
 proptest! {
@@ -748,16 +781,19 @@ proptest! {
     fn prop_checker_reports_an_ioas_domain_changed_behind_the_model(
         (page, ranges) in ranges(1),
         how in 0u8..3,
+        skip in any::<u64>(),
     ) {
         let pg = page.bytes();
         let mut s = shim(device(page), Fidelity::Fixed, &[]);
         let ioas = s.iommufd_ioas_alloc(APERTURE.0, APERTURE.1);
         let buf = export(&mut s, &ranges);
-        let length = ranges[0].length;
-        let area = s.iommufd_map_file(ioas, buf, 0, length).expect("a one-range dma-buf maps");
+        // Any page-aligned part of the range, not only its start.
+        let start = skip % (ranges[0].length / pg) * pg;
+        let length = ranges[0].length - start;
+        let area = s.iommufd_map_file(ioas, buf, start, length).expect("a one-range dma-buf maps");
         prop_assert_eq!(check_invariants(&s), Ok(()));
         let iova = s.iopt_pages(area).expect("live").iova;
-        let paddr = phys_at(&ranges, 0);
+        let paddr = phys_at(&ranges, start);
         let says = match how {
             // IOVA reserved that no area accounts for.
             0 => {
