@@ -386,7 +386,7 @@ pub const CLAIMS: &[Claim] = &[
         file: "tests/shim_restated.rs",
         claim: "A `dma_iova_link()` failure at range `i` hands back fewer bytes than the span (counted as a short \
              free) exactly when `i > 0`; at `i == 0` Fixed frees the span and the kernel leaks it; the kernel's \
-             second range collides at IOVA offset 0.",
+             second range collides at IOVA offset 0; a `dma_iova_sync()` failure frees the whole span, not short.",
     },
     Claim {
         name: "prop_without_get_dmabuf_phys_every_dma_buf_feature_call_is_eopnotsupp",
@@ -418,8 +418,8 @@ pub const CLAIMS: &[Claim] = &[
         name: "prop_checker_reports_an_ioas_domain_changed_behind_the_model",
         file: "tests/shim_restated.rs",
         claim: "The invariant checker catches an iommufd IOAS domain changed behind the model's back: IOVA reserved \
-             that no area accounts for, an area's page no longer translated, a revoked area translated again; for an area of any page-aligned \
-             part of its range.",
+             that no area accounts for, an area's page no longer translated, a revoked area translated again; for an \
+             area of any page-aligned part of its range.",
     },
     Claim {
         name: "prop_checker_reports_dma_addresses_off_the_page_grid",

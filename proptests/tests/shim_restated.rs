@@ -392,7 +392,8 @@ proptest! {
         // A peer behind the same switch takes bus addresses whatever its own
         // DMA ops (dma_buf_phys_vec_to_sgt()'s PCI_P2PDMA_MAP_BUS_ADDR case):
         // its IOMMU domain, if it has one, is left untouched.
-        let switch_peer = ImporterDesc { map_type: P2pMapType::BusAddr, ..ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1) };
+        let switch_peer =
+            ImporterDesc { map_type: P2pMapType::BusAddr, ..ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1) };
         let id = s.add_importer(switch_peer);
         let att = s.attach(buf, id).expect("attaches");
         let m = s.map(att).expect("maps");
@@ -411,7 +412,8 @@ proptest! {
         prop_assert_eq!(kmod_shim::max_sg_ent_sz(pg), max_sg_ent_sz(pg));
         // Page counts, but at most 2^62 bytes each: three of the longest
         // overflow a 32-bit count of entries.
-        let phys: Vec<PhysVec> = lens.iter().map(|&l| PhysVec { paddr: 0, len: l.saturating_mul(pg).min(1 << 62) }).collect();
+        let phys: Vec<PhysVec> =
+            lens.iter().map(|&l| PhysVec { paddr: 0, len: l.saturating_mul(pg).min(1 << 62) }).collect();
         let size = phys.iter().try_fold(0u64, |a, p| a.checked_add(p.len)).filter(|s| *s < 1 << 63);
         let max = max_sg_ent_sz(pg);
         // calc_sg_nents() (drivers/dma-buf/dma-buf-mapping.c, 7.2): the
@@ -485,6 +487,20 @@ proptest! {
                 prop_assert!(got.is_ok());
                 prop_assert_eq!(s.events().short_iova_frees, 0);
             }
+        }
+        // dma_iova_sync() failing after every range was linked: the whole
+        // span was linked, so its destroy is not short, and nothing is left.
+        let mut s = shim(device(page), fidelity, &[ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1)]);
+        let buf = export(&mut s, &ranges);
+        let att = s.attach(buf, ImporterId(0)).expect("attaches");
+        s.arm_fault(Some(FaultPlan::new(FaultSite::IovaSync, 0)));
+        let got = s.map(att).map(|_| ());
+        if kernel && n >= 2 {
+            prop_assert_eq!(got, Err(MapError::IovaLink { index: 1, errno: Errno::EADDRINUSE }));
+        } else {
+            prop_assert_eq!(got, Err(MapError::IovaSync));
+            prop_assert_eq!(s.events().short_iova_frees, 0);
+            prop_assert!(s.importer(ImporterId(0)).and_then(|x| x.iommu.as_ref()).expect("iommu").is_idle());
         }
     }
 }
@@ -571,7 +587,8 @@ proptest! {
         // BAR again (nothing tore it down); an IOMMU's unmapped IOVA does not.
         s.set_memory_enabled(true);
         for (i, (path, pairs)) in sgs.iter().enumerate() {
-            let through_iommu = s.importer(ImporterId(i)).expect("importer").iommu.is_some() && *path != MapPath::BusAddr;
+            let through_iommu =
+                s.importer(ImporterId(i)).expect("importer").iommu.is_some() && *path != MapPath::BusAddr;
             for &at in &probes {
                 let got = s.peer_reach(ImporterId(i), dma_at(pairs, at)).map(|r| r.0);
                 let want = (!through_iommu).then(|| phys_at(&ranges, at));
@@ -624,7 +641,8 @@ proptest! {
             // IOVA space no mapping accounts for: a leak.
             _ => {
                 iommu.alloc_iova(pg).expect("room in the aperture");
-                Violation::IommuAccounting { importer: ImporterId(0), mapped: size, allocated: size + pg, expected: size }
+                let importer = ImporterId(0);
+                Violation::IommuAccounting { importer, mapped: size, allocated: size + pg, expected: size }
             }
         };
         let msg = expected.to_string();
@@ -704,7 +722,9 @@ proptest! {
     /// The claim: `props::claims::claim("prop_every_error_message_names_its_errno")`.
     #[test]
     fn prop_every_error_message_names_its_errno(
-        errno in prop::sample::select(vec![Errno::EINVAL, Errno::ENOMEM, Errno::EADDRINUSE, Errno::EEXIST, Errno::ENODEV]),
+        errno in prop::sample::select(
+            vec![Errno::EINVAL, Errno::ENOMEM, Errno::EADDRINUSE, Errno::EEXIST, Errno::ENODEV],
+        ),
         index in 0usize..1 << 18,
     ) {
         // What the ioctl, map_dma_buf or IOMMU_IOAS_MAP_FILE return is what
