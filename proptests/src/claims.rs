@@ -386,7 +386,9 @@ pub const CLAIMS: &[Claim] = &[
         file: "tests/shim_restated.rs",
         claim: "A `dma_iova_link()` failure at range `i` hands back fewer bytes than the span (counted as a short \
              free) exactly when `i > 0`; at `i == 0` Fixed frees the span and the kernel leaks it; the kernel's \
-             second range collides at IOVA offset 0; a `dma_iova_sync()` failure frees the whole span, not short.",
+             second range collides at IOVA offset 0 (EADDRINUSE on VT-d, EEXIST on io-pgtable-arm, whichever driver \
+             the shim's domains were given before or after they were made); a `dma_iova_sync()` failure frees the \
+             whole span, not short.",
     },
     Claim {
         name: "prop_without_get_dmabuf_phys_every_dma_buf_feature_call_is_eopnotsupp",

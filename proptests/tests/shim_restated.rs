@@ -453,9 +453,19 @@ proptest! {
         (page, ranges) in ranges(6),
         step in 0u64..8,
         kernel in any::<bool>(),
+        model in io_model(),
     ) {
         let fidelity = if kernel { Fidelity::Kernel } else { Fidelity::Fixed };
         let mut s = shim(device(page), fidelity, &[ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1)]);
+        // The driver model reaches the domains made before and after.
+        s.set_iommu_model(model);
+        prop_assert_eq!(s.iommu_model(), model);
+        let ioas = s.iommufd_ioas_alloc(APERTURE.0, APERTURE.1);
+        prop_assert_eq!(s.ioas(ioas).expect("IOAS").domain.model(), model);
+        let collision = match model {
+            IommuModel::IntelVtd => Errno::EADDRINUSE,
+            IommuModel::ArmLpae => Errno::EEXIST,
+        };
         let buf = export(&mut s, &ranges);
         let att = s.attach(buf, ImporterId(0)).expect("attaches");
         let n = ranges.len() as u64;
@@ -472,7 +482,7 @@ proptest! {
         // fault came first.
         let enomem = Errno::ENOMEM;
         let (fails_at, errno) = if kernel && n >= 2 && step >= 1 {
-            (Some(1), if step == 1 { enomem } else { Errno::EADDRINUSE })
+            (Some(1), if step == 1 { enomem } else { collision })
         } else {
             ((step < n).then_some(step), enomem)
         };
@@ -490,13 +500,15 @@ proptest! {
         }
         // dma_iova_sync() failing after every range was linked: the whole
         // span was linked, so its destroy is not short, and nothing is left.
-        let mut s = shim(device(page), fidelity, &[ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1)]);
+        let mut s = shim(device(page), fidelity, &[]);
+        s.set_iommu_model(model);
+        s.add_importer(ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1));
         let buf = export(&mut s, &ranges);
         let att = s.attach(buf, ImporterId(0)).expect("attaches");
         s.arm_fault(Some(FaultPlan::new(FaultSite::IovaSync, 0)));
         let got = s.map(att).map(|_| ());
         if kernel && n >= 2 {
-            prop_assert_eq!(got, Err(MapError::IovaLink { index: 1, errno: Errno::EADDRINUSE }));
+            prop_assert_eq!(got, Err(MapError::IovaLink { index: 1, errno: collision }));
         } else {
             prop_assert_eq!(got, Err(MapError::IovaSync));
             prop_assert_eq!(s.events().short_iova_frees, 0);
