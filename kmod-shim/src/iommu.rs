@@ -338,12 +338,12 @@ impl Iommu {
                 }
                 (None, Some(t)) => {
                     self.extents[i] = t;
-                    i += 1;
+                    break; // The tail starts at `end`: no extent after it is in the range.
                 }
                 (Some(h), Some(t)) => {
                     self.extents[i] = h;
                     self.extents.insert(i + 1, t);
-                    i += 2;
+                    break; // As above.
                 }
             }
         }
