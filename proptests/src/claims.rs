@@ -436,6 +436,14 @@ pub const CLAIMS: &[Claim] = &[
              an IOVA span remapped so that the first range's memory continues where the second range's belongs is \
              reported at the second range's first byte.",
     },
+    Claim {
+        name: "prop_kernel_unwind_unmaps_every_entry_and_unmap_leaks_the_table",
+        file: "tests/shim_restated.rs",
+        claim: "Per range, a `dma_map_phys()` failure after `i > 0` ranges makes the kernel's unwind unmap every \
+             sg entry, each never filled one as a zero-length unmap (defect 4), and nothing at `i == 0`; Fixed \
+             unmaps only the filled ones. An unmap in the kernel leaks the sg array (defect 6). Either way nothing \
+             is left in the IOMMU.",
+    },
 ];
 
 /// The claim of the property `name`, if it has one.

@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 
 use kmod_shim::{
-    check_invariants, AttachError, Bar, Config, Device, DmaBuf, DmaBufDma, DmaBufId, Errno, ExportError, Extent,
-    FaultPlan, FaultSite, Fidelity, ImporterDesc, ImporterId, Iommu, IommuModel, IommuStats, IommufdError, MapError,
-    MapPath, P2pMapType, PageSize, PhysVec, Policy, Reject, SgEntry, Shim, Violation,
+    check_invariants, AttachError, Bar, Config, Device, DmaBuf, DmaBufDma, DmaBufId, DmaOps, Errno, ExportError,
+    Extent, FaultPlan, FaultSite, Fidelity, ImporterDesc, ImporterId, Iommu, IommuModel, IommuStats, IommufdError,
+    MapError, MapPath, P2pMapType, PageSize, PhysVec, Policy, Reject, SgEntry, Shim, Violation,
 };
 use props::fixtures::{path_importers, APERTURE, GIB, PAGE_SIZES};
 use props::well_formed;
@@ -513,6 +513,55 @@ proptest! {
             prop_assert_eq!(got, Err(MapError::IovaSync));
             prop_assert_eq!(s.events().short_iova_frees, 0);
             prop_assert!(s.importer(ImporterId(0)).and_then(|x| x.iommu.as_ref()).expect("iommu").is_idle());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(4))]
+
+    /// The claim: `props::claims::claim("prop_kernel_unwind_unmaps_every_entry_and_unmap_leaks_the_table")`.
+    #[test]
+    fn prop_kernel_unwind_unmaps_every_entry_and_unmap_leaks_the_table(
+        (page, ranges) in ranges(6),
+        step in 0u64..8,
+        kernel in any::<bool>(),
+        direct in any::<bool>(),
+    ) {
+        let fidelity = if kernel { Fidelity::Kernel } else { Fidelity::Fixed };
+        let imp = if direct {
+            ImporterDesc { map_type: P2pMapType::ThruHostBridge, dma: DmaOps::Direct, ..ImporterDesc::bus_peer() }
+        } else {
+            ImporterDesc::iommu_peer(APERTURE.0, APERTURE.1).without_iova_api()
+        };
+        let mut s = shim(device(page), fidelity, &[imp]);
+        let buf = export(&mut s, &ranges);
+        let att = s.attach(buf, ImporterId(0)).expect("attaches");
+        s.arm_fault(Some(FaultPlan::new(FaultSite::MapPhys, step)));
+        let got = s.map(att);
+        let max = max_sg_ent_sz(page.bytes());
+        let entries = |rs: &[DmaRange]| rs.iter().map(|r| r.length.div_ceil(max)).sum::<u64>();
+        let n = ranges.len();
+        let idle = |s: &Shim| s.importer(ImporterId(0)).expect("importer").iommu.as_ref().is_none_or(Iommu::is_idle);
+        if (step as usize) < n {
+            prop_assert_eq!(got.map(|_| ()), Err(MapError::MapPhys { index: step as usize }));
+            // err_unmap_dma (drivers/dma-buf/dma-buf-mapping.c, 7.2): with
+            // `i` ranges mapped, for_each_sgtable_dma_sg() walks all nents
+            // entries, so each never filled one is a zero-length
+            // dma_unmap_phys() (defect 4); `!i` skips the walk.
+            // kernel-patches/0004 stops at the first entry never filled.
+            let spurious = if kernel && step > 0 { entries(&ranges) - entries(&ranges[..step as usize]) } else { 0 };
+            prop_assert_eq!(s.events().spurious_unmaps, spurious);
+            prop_assert!(idle(&s), "the unwind left IOVA space or translations");
+        } else {
+            let m = got.expect("maps unfaulted");
+            s.unmap(m);
+            // dma_buf_phys_vec_to_sgt() cleared orig_nents, so the kernel's
+            // sg_free_table() in dma_buf_free_sgt() frees no entry: one
+            // leaked array per unmapped mapping (defect 6).
+            prop_assert_eq!(s.events().sg_table_leaks, u64::from(kernel));
+            prop_assert_eq!(s.events().spurious_unmaps, 0);
+            prop_assert!(idle(&s), "the unmap left IOVA space or translations");
         }
     }
 }
