@@ -370,6 +370,12 @@ pub const CLAIMS: &[Claim] = &[
              takes bus addresses and leaves its own IOMMU domain untouched.",
     },
     Claim {
+        name: "prop_sg_table_cap_admits_exactly_its_size",
+        file: "tests/shim_restated.rs",
+        claim: "The model's cap on `sg_alloc_table()` (standing for its memory) grants a table of exactly that many \
+             entries and refuses one more with ENOMEM.",
+    },
+    Claim {
         name: "prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits",
         file: "tests/shim_restated.rs",
         claim: "`calc_sg_nents()` is the IOVA span's size in `MAX_SG_ENT_SZ` pieces, or the sum of each range's, \

@@ -402,6 +402,28 @@ proptest! {
         prop_assert_eq!(check_invariants(&s), Ok(()));
     }
 
+    /// The claim: `props::claims::claim("prop_sg_table_cap_admits_exactly_its_size")`.
+    #[test]
+    fn prop_sg_table_cap_admits_exactly_its_size((page, ranges) in ranges(6)) {
+        // Config::sg_max_entries stands for the memory sg_alloc_table()
+        // needs: a table of that many entries is granted, one more is
+        // ENOMEM (dma_buf_phys_vec_to_sgt()'s err_free_state path).
+        let max = max_sg_ent_sz(page.bytes());
+        let nents = ranges.iter().map(|r| r.length.div_ceil(max)).sum::<u64>() as u32;
+        for (cap, fits) in [(nents, true), (nents - 1, false)] {
+            let cfg = Config { fidelity: Fidelity::Fixed, policy: Policy::Linux, bus_offset: 0, sg_max_entries: cap };
+            let mut s = props::fixtures::shim_with(device(page), cfg, &[ImporterDesc::bus_peer()]);
+            let buf = export(&mut s, &ranges);
+            let att = s.attach(buf, ImporterId(0)).expect("attaches");
+            let got = s.map(att);
+            if fits {
+                prop_assert_eq!(got.map(|m| s.sg_table(m).expect("live").nents() as u32), Ok(nents));
+            } else {
+                prop_assert_eq!(got.map(|_| ()), Err(MapError::NoMem));
+            }
+        }
+    }
+
     /// The claim: `props::claims::claim("prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits")`.
     #[test]
     fn prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits(
