@@ -407,7 +407,8 @@ pub const CLAIMS: &[Claim] = &[
         file: "tests/shim_restated.rs",
         claim: "A peer's DMA to a mapped dma-buf reaches the request's physical address on every path while \
              `PCI_COMMAND_MEMORY` is set, nothing while it is clear, and after it is set again only where nothing \
-             tore the translation down (bus addresses, dma-direct).",
+             tore the translation down (bus addresses, dma-direct); the BAR's last byte is reached, the byte after it \
+             is not.",
     },
     Claim {
         name: "prop_checker_reports_the_first_byte_a_changed_translation_misses",

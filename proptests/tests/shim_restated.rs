@@ -657,6 +657,12 @@ proptest! {
                 prop_assert_eq!(got, Some(phys_at(&ranges, at)), "importer {} byte {:#x}", i, at);
             }
         }
+        // The BAR decodes [start, start + len): its last byte, not the one after.
+        let bar_end = 0x40_0000_0000 + 16 * GIB;
+        for i in [0, 3] {
+            prop_assert_eq!(s.peer_reach(ImporterId(i), bar_end - 1), Some((bar_end - 1, 1)));
+            prop_assert_eq!(s.peer_reach(ImporterId(i), bar_end), None);
+        }
         // PCI_COMMAND_MEMORY clear: the BAR decodes nothing, whatever the
         // translation (vfio_pci_dma_buf_move() revokes first,
         // drivers/vfio/pci/vfio_pci_dmabuf.c, 7.2).
