@@ -451,6 +451,12 @@ pub const CLAIMS: &[Claim] = &[
              unmaps only the filled ones. An unmap in the kernel leaks the sg array (defect 6). Either way nothing \
              is left in the IOMMU.",
     },
+    Claim {
+        name: "prop_reset_without_a_reset_method_is_einval_and_touches_nothing",
+        file: "tests/shim_restated.rs",
+        claim: "`VFIO_DEVICE_RESET` on a device without a reset method is EINVAL and leaves every dma-buf and \
+             mapping as it was; with one, it revokes them.",
+    },
 ];
 
 /// The claim of the property `name`, if it has one.

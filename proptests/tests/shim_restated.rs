@@ -631,6 +631,30 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(16))]
+
+    /// The claim: `props::claims::claim("prop_reset_without_a_reset_method_is_einval_and_touches_nothing")`.
+    #[test]
+    fn prop_reset_without_a_reset_method_is_einval_and_touches_nothing((page, ranges) in ranges(3)) {
+        let mut s = shim(device(page), Fidelity::Fixed, &[ImporterDesc::bus_peer()]);
+        let buf = export(&mut s, &ranges);
+        let att = s.attach(buf, ImporterId(0)).expect("attaches");
+        let m = s.map(att).expect("maps");
+        // vfio_pci_ioctl_reset() (drivers/vfio/pci/vfio_pci_core.c, 7.2):
+        // `if (!vdev->reset_works) return -EINVAL;` before any dma-buf is
+        // revoked.
+        s.set_reset_supported(false);
+        let before = s.snapshot();
+        prop_assert_eq!(s.try_reset(), Err(Errno::EINVAL));
+        prop_assert_eq!(s.snapshot(), before);
+        prop_assert!(s.mapping(m).is_some());
+        s.set_reset_supported(true);
+        prop_assert_eq!(s.try_reset(), Ok(()));
+        prop_assert!(s.mapping(m).is_none(), "the reset revoked the dma-buf and its mapping");
+    }
+}
+
 // ----- where a peer's DMA lands ---------------------------------------------
 
 proptest! {
