@@ -286,7 +286,7 @@ pub(crate) fn dma_buf_phys_vec_to_sgt(
     }
     // INVARIANT: every entry was filled (the kernel's WARN_ON_ONCE(sgl)),
     // each at most MAX_SG_ENT_SZ, summing to the dma-buf's size.
-    debug_assert!(sgt.is_complete());
+    debug_assert_eq!(sgt.filled, sgt.entries.len());
     Ok(DmaBufDma { attachment: att, sgt, state, size: buf.size })
 }
 

@@ -58,26 +58,17 @@ impl SgTable {
 
     /// `fill_sg_entry()`: writes `length` bytes starting at DMA address
     /// `addr` into as many entries as [`max_sg_ent_sz`] requires, each one
-    /// continuing where the previous ended. Returns false if the table is
-    /// already full (the kernel would write past its end).
-    pub(crate) fn fill_sg_entry(&mut self, mut length: u64, mut addr: u64, max: u64) -> bool {
+    /// continuing where the previous ended. The table was sized by
+    /// [`calc_sg_nents`] for exactly these entries; writing past its end
+    /// (the kernel's `sg_next()` off the table) panics.
+    pub(crate) fn fill_sg_entry(&mut self, mut length: u64, mut addr: u64, max: u64) {
         while length != 0 {
-            let Some(e) = self.entries.get_mut(self.filled) else {
-                return false;
-            };
             let len = length.min(max);
-            *e = SgEntry { dma_address: addr, dma_length: len as u32 };
+            self.entries[self.filled] = SgEntry { dma_address: addr, dma_length: len as u32 };
             length -= len;
             addr = addr.wrapping_add(len);
             self.filled += 1;
         }
-        true
-    }
-
-    /// Whether every allocated entry was filled (`WARN_ON_ONCE(sgl)` in the
-    /// kernel checks the same thing).
-    pub fn is_complete(&self) -> bool {
-        self.filled == self.entries.len()
     }
 }
 

@@ -353,6 +353,110 @@ pub const CLAIMS: &[Claim] = &[
              (measured), EEXIST on io-pgtable-arm, whichever order the model is chosen in; the unwind changes \
              nothing.",
     },
+    Claim {
+        name: "prop_iova_allocator_and_page_table_keep_the_kernels_rules",
+        file: "tests/shim_restated.rs",
+        claim: "The IOMMU domain against a page-by-page reference: `alloc_iova_fast()` hands out whole free \
+             granules inside the aperture and fails only when no hole is large enough; a free succeeds exactly for \
+             allocated space (else it is counted as bad); `iommu_map()` refuses an empty or already translated \
+             range; `iommu_unmap()` returns the bytes it untranslated; the totals, the merged spans, `is_idle`, \
+             every translation and the model's memory estimate follow.",
+    },
+    Claim {
+        name: "prop_sg_table_has_calc_sg_nents_entries_and_no_cpu_list",
+        file: "tests/shim_restated.rs",
+        claim: "On every path the sg table has `calc_sg_nents()` entries (the IOVA span split in `MAX_SG_ENT_SZ` \
+             pieces as a whole, else each range on its own) and `orig_nents` 0; a peer behind the same switch \
+             takes bus addresses and leaves its own IOMMU domain untouched.",
+    },
+    Claim {
+        name: "prop_sg_table_cap_admits_exactly_its_size",
+        file: "tests/shim_restated.rs",
+        claim: "The model's cap on `sg_alloc_table()` (standing for its memory) grants a table of exactly that many \
+             entries and refuses one more with ENOMEM.",
+    },
+    Claim {
+        name: "prop_calc_sg_nents_counts_max_sg_ent_sz_pieces_or_0_past_32_bits",
+        file: "tests/shim_restated.rs",
+        claim: "`calc_sg_nents()` is the IOVA span's size in `MAX_SG_ENT_SZ` pieces, or the sum of each range's, \
+             and 0 when that sum does not fit 32 bits; `MAX_SG_ENT_SZ` is the largest page-aligned `unsigned int`.",
+    },
+    Claim {
+        name: "prop_model_bytes_count_every_live_vector_and_table",
+        file: "tests/shim_restated.rs",
+        claim: "The model's memory is each live dma-buf with 16 bytes per physical vector, each live mapping with \
+             its sg entries, and the importers' IOMMU domains; nothing for an empty shim.",
+    },
+    Claim {
+        name: "prop_failed_link_after_the_first_range_frees_a_short_iova_span",
+        file: "tests/shim_restated.rs",
+        claim: "A `dma_iova_link()` failure at range `i` hands back fewer bytes than the span (counted as a short \
+             free) exactly when `i > 0`; at `i == 0` Fixed frees the span and the kernel leaks it; the kernel's \
+             second range collides at IOVA offset 0 (EADDRINUSE on VT-d, EEXIST on io-pgtable-arm, whichever driver \
+             the shim's domains were given before or after they were made); a `dma_iova_sync()` failure frees the \
+             whole span, not short.",
+    },
+    Claim {
+        name: "prop_without_get_dmabuf_phys_every_dma_buf_feature_call_is_eopnotsupp",
+        file: "tests/shim_restated.rs",
+        claim: "Without `get_dmabuf_phys` exactly the DMA_BUF feature calls that the vfio core lets through are \
+             EOPNOTSUPP, whatever GET, SET and PROBE say; other features and calls the core refuses are not.",
+    },
+    Claim {
+        name: "prop_peer_reaches_the_bar_only_while_memory_decodes",
+        file: "tests/shim_restated.rs",
+        claim: "A peer's DMA to a mapped dma-buf reaches the request's physical address on every path while \
+             `PCI_COMMAND_MEMORY` is set, nothing while it is clear, and after it is set again only where nothing \
+             tore the translation down (bus addresses, dma-direct); the BAR's last byte is reached, the byte after it \
+             is not.",
+    },
+    Claim {
+        name: "prop_checker_reports_the_first_byte_a_changed_translation_misses",
+        file: "tests/shim_restated.rs",
+        claim: "The invariant checker catches an IOMMU changed behind the model's back: a page unmapped or \
+             remapped elsewhere is reported at its byte offset with the address wanted and the one reached, and \
+             IOVA space no mapping accounts for as a leak with its sizes.",
+    },
+    Claim {
+        name: "prop_every_error_message_names_its_errno",
+        file: "tests/shim_restated.rs",
+        claim: "Every error of export, attach, map and `IOMMU_IOAS_MAP_FILE` says in its message the errno the \
+             kernel returns for it, and the range, where there is one.",
+    },
+    Claim {
+        name: "prop_checker_reports_an_ioas_domain_changed_behind_the_model",
+        file: "tests/shim_restated.rs",
+        claim: "The invariant checker catches an iommufd IOAS domain changed behind the model's back: IOVA reserved \
+             that no area accounts for, an area's page no longer translated, a revoked area translated again; for an \
+             area of any page-aligned part of its range.",
+    },
+    Claim {
+        name: "prop_checker_reports_dma_addresses_off_the_page_grid",
+        file: "tests/shim_restated.rs",
+        claim: "The invariant checker reports an sg entry whose DMA address is off the page grid (a host bridge \
+             offset that is not page-aligned) as not page-aligned, at the first entry.",
+    },
+    Claim {
+        name: "prop_checker_reports_a_translation_running_on_past_its_range",
+        file: "tests/shim_restated.rs",
+        claim: "The invariant checker follows each physical vector to its end even inside one translated run: \
+             an IOVA span remapped so that the first range's memory continues where the second range's belongs is \
+             reported at the second range's first byte.",
+    },
+    Claim {
+        name: "prop_kernel_unwind_unmaps_every_entry_and_unmap_leaks_the_table",
+        file: "tests/shim_restated.rs",
+        claim: "Per range, a `dma_map_phys()` failure after `i > 0` ranges makes the kernel's unwind unmap every \
+             sg entry, each never filled one as a zero-length unmap (defect 4), and nothing at `i == 0`; Fixed \
+             unmaps only the filled ones. An unmap in the kernel leaks the sg array (defect 6). Either way nothing \
+             is left in the IOMMU.",
+    },
+    Claim {
+        name: "prop_reset_without_a_reset_method_is_einval_and_touches_nothing",
+        file: "tests/shim_restated.rs",
+        claim: "`VFIO_DEVICE_RESET` on a device without a reset method is EINVAL and leaves every dma-buf and \
+             mapping as it was; with one, it revokes them.",
+    },
 ];
 
 /// The claim of the property `name`, if it has one.

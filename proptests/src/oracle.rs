@@ -674,8 +674,22 @@ pub fn iommufd_maps_one_range_only(dev: &Device, req: &Request<'_>) {
 /// fails with the fault's errno (or the request's own rejection) and leaves
 /// the state exactly as it was before that call. An `IovaAlloc` fault is
 /// not an error: the map falls back to per-range.
+///
+/// The plan must also fire, exactly when the unfaulted run makes at least
+/// `step + 1` calls at its site, and the call it fires in must fail with
+/// that site's error: without this, a plan that never fires passes every
+/// check above (nothing fails, so nothing needs to be unchanged).
 pub fn fault_leaves_state(dev: &Device, req: &Request<'_>, policy: Policy, desc: ImporterDesc, plan: FaultPlan) {
     let mut s = shim_with(*dev, config(policy, Fidelity::Fixed), &[desc]);
+    let calls = {
+        let mut dry = s.clone();
+        dry.arm_fault(None);
+        if let Ok(att) = dry.export(req).map(|buf| dry.attach(buf, ImporterId(0))) {
+            let _ = att.map(|a| dry.map(a));
+        }
+        dry.fault_calls(plan.site)
+    };
+    let must_fire = (plan.step < calls).then_some(plan);
     let verdict = validate(req, dev, policy);
     s.arm_fault(Some(plan));
     let before = s.snapshot();
@@ -686,48 +700,71 @@ pub fn fault_leaves_state(dev: &Device, req: &Request<'_>, policy: Policy, desc:
             match (s.fault_fired(), e) {
                 (Some(p), ExportError::FdInstall) => assert_eq!(p.site, FaultSite::DmaBufFd),
                 (Some(p), e) if e.errno() == Errno::ENOMEM => assert_eq!(p.site, FaultSite::Alloc),
-                (_, ExportError::Rejected(r)) => assert_eq!(verdict, Err(r)),
-                (_, ExportError::NotAnExport) => assert!(matches!(verdict, Ok(o) if !matches!(o, Outcome::DmaBuf(_)))),
+                (None, ExportError::Rejected(r)) => assert_eq!(verdict, Err(r)),
+                (None, ExportError::NotAnExport) => {
+                    assert!(matches!(verdict, Ok(o) if !matches!(o, Outcome::DmaBuf(_))))
+                }
                 (f, e) => panic!("export failed with {e:?}, fault {f:?}"),
             }
+            assert_eq!(s.fault_fired(), must_fire, "failed export: which fault fired");
             ok(&s, "failed export");
             return;
         }
     };
     assert!(matches!(verdict, Ok(Outcome::DmaBuf(_))), "export succeeded where the validator says {verdict:?}");
+    assert_eq!(s.fault_fired(), None, "export succeeded although {:?} fired in it", s.fault_fired());
     let before = s.snapshot();
     let att = match s.attach(buf, ImporterId(0)) {
         Ok(a) => a,
         Err(e) => {
             assert_eq!(s.snapshot(), before, "failed attach ({e:?}) changed the state");
-            if e == AttachError::NoMem {
-                assert_eq!(s.fault_fired().map(|p| p.site), Some(FaultSite::Alloc));
+            match s.fault_fired() {
+                Some(p) => assert_eq!((p.site, e), (FaultSite::Alloc, AttachError::NoMem)),
+                None => assert_ne!(e, AttachError::NoMem, "attach out of memory without a fault"),
             }
+            assert_eq!(s.fault_fired(), must_fire, "failed attach: which fault fired");
             ok(&s, "failed attach");
             return;
         }
     };
+    assert_eq!(s.fault_fired(), None, "attach succeeded although {:?} fired in it", s.fault_fired());
     let before = s.snapshot();
-    let fired_before_map = s.fault_fired().is_some();
     let want = predict_map(&s, buf, &desc);
     match s.map(att) {
         Ok(m) => {
             let path = s.mapping(m).expect("live").path();
             match s.fault_fired() {
-                Some(p) if !fired_before_map => {
+                Some(p) => {
                     assert_eq!(p.site, FaultSite::IovaAlloc, "map succeeded although {p:?} fired in it");
                     assert_eq!(path, MapPath::PerRange, "IovaAlloc fault falls back to per-range");
                 }
-                _ => assert_eq!(Ok(path), want, "unfaulted map"),
+                None => assert_eq!(Ok(path), want, "unfaulted map"),
             }
         }
         Err(e) => {
             assert_eq!(s.snapshot(), before, "failed map ({e:?}) changed the state");
-            if s.fault_fired().is_none() || fired_before_map {
-                assert_eq!(Err(e), want, "unfaulted map failed");
+            match s.fault_fired().map(|p| p.site) {
+                None => assert_eq!(Err(e), want, "unfaulted map failed"),
+                // The error each site's call returns in dma_buf_phys_vec_to_sgt()
+                // (drivers/dma-buf/dma-buf-mapping.c, 7.2): kzalloc() and
+                // sg_alloc_table() ENOMEM, dma_iova_link()'s errno,
+                // dma_map_phys()'s DMA_MAPPING_ERROR, dma_iova_sync()'s errno.
+                Some(FaultSite::Alloc) => assert_eq!(e, MapError::NoMem),
+                Some(FaultSite::IovaLink) => {
+                    assert!(matches!(e, MapError::IovaLink { errno: Errno::ENOMEM, .. }), "IovaLink fault gave {e:?}")
+                }
+                Some(FaultSite::MapPhys) => assert!(matches!(e, MapError::MapPhys { .. }), "MapPhys fault gave {e:?}"),
+                Some(FaultSite::IovaSync) => assert_eq!(e, MapError::IovaSync),
+                // Not an error: dma_iova_try_alloc() said no, so the map went
+                // per range and failed there on its own.
+                Some(FaultSite::IovaAlloc) => {
+                    assert_eq!(Err(e), predict_map(&s, buf, &desc.without_iova_api()), "per-range after IovaAlloc")
+                }
+                Some(site) => panic!("map failed with {e:?} after a fault at {site:?}"),
             }
         }
     }
+    assert_eq!(s.fault_fired(), must_fire, "after map: which fault fired");
     ok(&s, "after map");
 }
 

@@ -135,6 +135,13 @@ impl Shim {
         self.ioas.get(id.0)
     }
 
+    /// An IOAS, mutably (tests use it to change a domain behind the model's
+    /// back and see the checker catch it, as [`Shim::importer_mut`] does for
+    /// an importer's IOMMU).
+    pub fn ioas_mut(&mut self, id: IoasId) -> Option<&mut Ioas> {
+        self.ioas.get_mut(id.0)
+    }
+
     /// A live iommufd area and the dma-buf pages behind it.
     pub fn iopt_pages(&self, id: IoptAreaId) -> Option<&IoptPages> {
         self.iopt_pages.get(id.0)?.as_ref()
