@@ -70,8 +70,9 @@ summary() {
 
 # Corpus minimization: what `cargo fuzz cmin` runs (libFuzzer -merge=1 into
 # an empty directory), except that the hand-written seeds of bytes (every
-# name that is not lab-NNN or kernel-NNN) are kept whatever they add, and
-# the kept files get their names back (libFuzzer names them by SHA-1).
+# name that is not lab-NNN, kernel-NNN or a SHA-1, libFuzzer's name for
+# what a campaign found) are kept whatever they add, and the kept files get
+# their names back.
 if [[ $cmin == 1 ]]; then
     bin_dir="$CARGO_TARGET_DIR/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
     for t in "${targets[@]}"; do
@@ -80,7 +81,7 @@ if [[ $cmin == 1 ]]; then
         mkdir "$tmp/keep" "$tmp/rest" "$tmp/out"
         for f in "$dir"/*; do
             n="$(basename "$f")"
-            if [[ $t == bytes && ! $n =~ ^(lab|kernel)-[0-9]+$ ]]; then
+            if [[ $t == bytes && ! $n =~ ^((lab|kernel)-[0-9]+|[0-9a-f]{40})$ ]]; then
                 cp "$f" "$tmp/keep/$n"
             else
                 cp "$f" "$tmp/rest/$n"
