@@ -78,6 +78,8 @@ def main():
                          "tested it")
     ap.add_argument("--workspace", help="mutants.out of the survivors against the whole workspace")
     ap.add_argument("--props-rerun", help="mutants.out of the open survivors re-run after the properties changed")
+    ap.add_argument("--list", help="`cargo mutants --list` of the code as it is now: outcomes of mutants not in it "
+                                   "(code deleted or moved since their run) are dropped")
     ap.add_argument("--equivalent", required=True)
     ap.add_argument("--package", default="validator")
     ap.add_argument("--cases", default="2048")
@@ -92,6 +94,9 @@ def main():
 
     eq = equivalents(a.equivalent)
     caught, missed, timeout, unviable = merged(a.props)
+    if a.list:
+        now = {l.strip() for l in Path(a.list).read_text().splitlines() if l.strip()}
+        caught, missed, timeout, unviable = ([m for m in x if m in now] for x in (caught, missed, timeout, unviable))
     rerun_caught = set(read(a.props_rerun, "caught")) | set(read(a.props_rerun, "timeout")) if a.props_rerun else set()
     open_ = [m for m in missed if not why_equivalent(eq, m) and m not in rerun_caught]
     if a.open_regexes:
