@@ -956,3 +956,32 @@ proptest! {
         }
     }
 }
+
+// ----- the allocation ledger ------------------------------------------------
+
+/// The ledger's accessors read the counts the kernel's allocations leave,
+/// restated from `vfio_pci_core_feature_dma_buf()` (drivers/vfio/pci/
+/// vfio_pci_dmabuf.c, 7.2): `priv`, `priv->phys_vec` and the dma-buf file
+/// once per exported dma-buf, the user's range copy freed before it returns.
+/// The checker only compares two ledgers through the same accessors, so a
+/// constant accessor would pass it; this counts against numbers written here.
+#[test]
+fn ledger_counts_each_export_once_per_kernel_allocation() {
+    use kmod_shim::Alloc;
+    let imps = path_importers();
+    for n in 1..=3i64 {
+        let mut s = shim(device(PageSize::K4), Fidelity::Fixed, &imps);
+        for i in 0..n {
+            export(&mut s, &[DmaRange::new(i as u64 * 0x1000, 0x1000)]);
+        }
+        let l = s.counters().ledger;
+        for a in Alloc::ALL {
+            let want = if matches!(a, Alloc::Priv | Alloc::PhysVec | Alloc::DmaBufFile) { n } else { 0 };
+            assert_eq!(l.live(a), want, "{a} after {n} exports");
+        }
+        let entries: Vec<(Alloc, i64)> = l.entries().collect();
+        assert_eq!(entries.len(), Alloc::ALL.len());
+        assert!(entries.iter().all(|&(a, c)| c == l.live(a)));
+        assert_eq!(l.total(), 3 * n, "after {n} exports");
+    }
+}
