@@ -7,7 +7,8 @@
 #   scripts/fuzz.sh --jobs 8 --time 86400 structured   # libFuzzer -fork=8
 #   scripts/fuzz.sh --cmin          # minimize the committed corpora in place
 #   scripts/fuzz.sh --cpu 3600 lifecycle   # a campaign of one CPU-hour: runs of at
-#                                   # most 600 s wall, one after another on the
+#                                   # most 600 s wall (and no longer than the CPU
+#                                   # time still owed), one after another on the
 #                                   # same scratch corpus, until the target's own
 #                                   # CPU time (user + sys) reaches 3600 s
 #
@@ -54,6 +55,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_FUZZ:-$root/fuzz/target}"
 # exec/s for nothing); comparison tracing only where fuzz/Cargo.toml turns it
 # on (the decoder and the validator).
 mapfile -t fuzz_flags <"$root/fuzz/build-flags"
+# What every fuzzing run gives libFuzzer (the kernel oracle's input bound in
+# proptests/src/fuzz.rs is this -max_len).
+run_flags=(-dict="$root/fuzz/dict/nr-ranges.dict" -max_len=4096 -print_final_stats=1)
 for t in "${targets[@]}"; do cargo +nightly fuzz build "${fuzz_flags[@]}" "$t"; done
 
 # One line per target from libFuzzer's final stats and its last status line
@@ -123,10 +127,13 @@ if ((cpu_budget > 0)); then
         start=$(date +%s)
         while ((cpu < cpu_budget)); do
             chunk=$((chunk + 1))
+            # A run's CPU time is at most its wall time: a run no longer than
+            # the CPU time still owed cannot overshoot the budget.
+            left=$((cpu_budget - cpu))
+            ((left < 600)) || left=600
             TIMEFORMAT='%U %S'
             rc=0
-            { time "$bin_dir/$t" "$work" "$root/fuzz/corpus/$t" -max_total_time=600 \
-                -dict="$root/fuzz/dict/nr-ranges.dict" -max_len=4096 -print_final_stats=1 \
+            { time "$bin_dir/$t" "$work" "$root/fuzz/corpus/$t" -max_total_time="$left" "${run_flags[@]}" \
                 -artifact_prefix="$root/fuzz/artifacts/$t/" >"$log.chunk" 2>&1 || rc=$?; } 2>"$log.time"
             cat "$log.chunk" >>"$log"
             read -r u s <"$log.time"
@@ -163,8 +170,7 @@ for t in "${targets[@]}"; do
     fi
     log="$CARGO_TARGET_DIR/fuzz-$t.log"
     if cargo +nightly fuzz run "${fuzz_flags[@]}" "$t" "${dirs[@]}" -- \
-        -max_total_time="$time_per_target" -dict="$root/fuzz/dict/nr-ranges.dict" \
-        -max_len=4096 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
+        -max_total_time="$time_per_target" "${run_flags[@]}" "${extra[@]}" >"$log" 2>&1; then
         summary "$t" "$log" ok
     else
         summary "$t" "$log" "FOUND A CRASH (fuzz/artifacts/$t/)"
