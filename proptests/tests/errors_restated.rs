@@ -110,6 +110,7 @@ proptest! {
             .prop_flat_map(|(p, n)| (Just(p), Just(n), field(p.bytes(), n), field(p.bytes(), n))),
         known_ioas in prop::bool::weighted(0.95),
         closed in prop::bool::weighted(0.05),
+        revoke_first in any::<bool>(),
     ) {
         let dev = edge_device(page);
         let p = page.bytes();
@@ -150,12 +151,24 @@ proptest! {
                 let iova = s.iopt_pages(area).expect("live area").iova;
                 let bar = dev.bars[0];
                 prop_assert_eq!(s.iommufd_reach(ioas, iova), Some((bar.start + start, length)));
-                s.set_memory_enabled(false);
-                prop_assert_eq!(s.iommufd_reach(ioas, iova), None, "reached with memory disabled");
-                s.set_memory_enabled(true);
+                if revoke_first {
+                    // The one binding is notified (iopt_revoke_notify()), and
+                    // its area stays empty after the restore.
+                    s.set_memory_enabled(false);
+                    prop_assert_eq!(s.iommufd_reach(ioas, iova), None, "reached with memory disabled");
+                    prop_assert_eq!(s.events().invalidations, 1);
+                    s.set_memory_enabled(true);
+                    prop_assert_eq!(s.events().invalidations, 2);
+                }
+                // UNMAP of a live area unmaps its IOVA (iopt_unmap_iova());
+                // of a revoked one, only frees it.
                 s.iommufd_unmap(area).expect("the area is live");
                 prop_assert_eq!(s.iommufd_unmap(area), Err(IommufdError::NoSuchArea));
                 prop_assert!(s.ioas(ioas).expect("ioas").domain.is_idle(), "UNMAP left IOVA behind");
+                // iopt_release_pages() detached it: a revoke notifies nobody.
+                let n = s.events().invalidations;
+                s.set_memory_enabled(false);
+                prop_assert_eq!(s.events().invalidations, n, "a released binding was notified");
             }
         }
         prop_assert!(check_invariants(&s).is_ok(), "{:?}", check_invariants(&s));

@@ -691,6 +691,9 @@ proptest! {
         // translation (vfio_pci_dma_buf_move() revokes first,
         // drivers/vfio/pci/vfio_pci_dmabuf.c, 7.2).
         s.set_memory_enabled(false);
+        // dma_buf_invalidate_mappings() calls each attachment's
+        // invalidate_mappings once per change of `revoked` (dma-buf.c, 7.2).
+        prop_assert_eq!(s.events().invalidations, imps.len() as u64);
         for (i, (_, pairs)) in sgs.iter().enumerate() {
             for &at in &probes {
                 prop_assert_eq!(s.peer_reach(ImporterId(i), dma_at(pairs, at)), None);
@@ -699,6 +702,7 @@ proptest! {
         // Decoding back: a bus address or a dma-direct address lands in the
         // BAR again (nothing tore it down); an IOMMU's unmapped IOVA does not.
         s.set_memory_enabled(true);
+        prop_assert_eq!(s.events().invalidations, 2 * imps.len() as u64);
         for (i, (path, pairs)) in sgs.iter().enumerate() {
             let through_iommu =
                 s.importer(ImporterId(i)).expect("importer").iommu.is_some() && *path != MapPath::BusAddr;
@@ -983,5 +987,73 @@ fn ledger_counts_each_export_once_per_kernel_allocation() {
         assert_eq!(entries.len(), Alloc::ALL.len());
         assert!(entries.iter().all(|&(a, c)| c == l.live(a)));
         assert_eq!(l.total(), 3 * n, "after {n} exports");
+    }
+}
+
+// ----- P2P providers ---------------------------------------------------------
+
+/// `pcim_p2pdma_provider()` (drivers/pci/p2pdma.c, 7.2) gives a provider for
+/// a BAR with `IORESOURCE_MEM` and a non-zero `pci_resource_len()` only. The
+/// export path never asks for another (the validator refused it first), so
+/// only a direct call can tell `&&` from `||`.
+#[test]
+fn a_p2p_provider_exists_for_a_present_memory_bar_only() {
+    use kmod_shim::P2pProvider;
+    let bars = [
+        (Bar::mmio(0x40_0000_0000, 0x1000), true),
+        (Bar::mmio(0x40_0000_0000, 0), false),
+        (Bar::io(0x1000, 0x100), false),
+        (Bar::io(0x1000, 0), false),
+        (Bar::ABSENT, false),
+        (Bar { kind: kmod_shim::BarKind::Absent, start: 0x40_0000_0000, len: 0x1000 }, false),
+    ];
+    for (i, (bar, provider)) in bars.into_iter().enumerate() {
+        let got = P2pProvider::for_bar(2, &bar, 0x8000_0000);
+        let want = provider.then_some(P2pProvider { bar: 2, bus_offset: 0x8000_0000 });
+        assert_eq!(got, want, "bar {i}: {bar:?}");
+    }
+}
+
+// ----- the defect list --------------------------------------------------------
+
+/// `Fidelity::Kernel` reproduces the defects of the kernel the lab runs and
+/// `KernelPre70Rc6` those fixed before it (v7.0-rc6), so whether a defect
+/// is current follows from its mode. Each rendered list item (the RFC's and
+/// the README's defect lists) names the defect and what the lab saw, down to
+/// the injection and the trace.
+#[test]
+fn a_defect_is_current_exactly_when_the_current_kernel_mode_reproduces_it_and_its_item_says_what_the_lab_saw() {
+    use kmod_shim::{Defect, DefectStatus, Injection, LabTrace, DEFECTS};
+    assert!(DEFECTS.iter().any(Defect::is_current) && !DEFECTS.iter().all(Defect::is_current));
+    for d in DEFECTS {
+        assert_eq!(d.is_current(), d.fidelity == Fidelity::Kernel, "defect {}", d.id);
+        let item = d.to_string();
+        assert!(item.starts_with(&format!("{}. **{}**", d.id, d.title)), "{item}");
+        assert!(item.contains(d.c_function) && item.contains(d.c_file), "{item}");
+        let mut seen: Vec<String> = Vec::new();
+        match d.status {
+            DefectStatus::Unconfirmed => seen.push("unconfirmed".into()),
+            DefectStatus::FixedUpstream { version, commit, cve, .. } => {
+                assert!(!d.is_current());
+                seen.extend([format!("fixed upstream in {version}"), commit.into(), cve.into()]);
+            }
+            DefectStatus::Confirmed { kernels, injection, trace, patched, .. } => {
+                seen.extend(kernels.iter().map(|k| k.to_string()));
+                seen.push(patched.into());
+                seen.push(match injection {
+                    Injection::None => "no injection".into(),
+                    Injection::KprobeOverride { functions } => functions.into(),
+                    Injection::FailNth { function } => function.into(),
+                });
+                seen.push(match trace {
+                    LabTrace::MapErrno(e) => format!("{e} ({})", -e.code()),
+                    LabTrace::IovaDrift { pages, .. } => format!("{pages} pages"),
+                    LabTrace::Kmemleak { from, .. } | LabTrace::DmaApiDebug { from, .. } => from.into(),
+                });
+            }
+        }
+        for s in seen {
+            assert!(item.contains(&s), "defect {} does not say {s:?}: {item}", d.id);
+        }
     }
 }
