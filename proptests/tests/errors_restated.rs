@@ -159,6 +159,7 @@ proptest! {
                     prop_assert_eq!(s.events().invalidations, 1);
                     s.set_memory_enabled(true);
                     prop_assert_eq!(s.events().invalidations, 2);
+                    prop_assert_eq!(s.iommufd_reach(ioas, iova), None, "a revoked area was refilled");
                 }
                 // UNMAP of a live area unmaps its IOVA (iopt_unmap_iova());
                 // of a revoked one, only frees it.

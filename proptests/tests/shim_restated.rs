@@ -1018,8 +1018,8 @@ fn a_p2p_provider_exists_for_a_present_memory_bar_only() {
 
 /// `Fidelity::Kernel` reproduces the defects of the kernel the lab runs and
 /// `KernelPre70Rc6` those fixed before it (v7.0-rc6), so whether a defect
-/// is current follows from its mode. Each rendered list item (the RFC's and
-/// the README's defect lists) names the defect and what the lab saw, down to
+/// is current follows from its mode. Each rendered list item (what `rfc` and
+/// kernel-lab's report print) names the defect and what the lab saw, down to
 /// the injection and the trace.
 #[test]
 fn a_defect_is_current_exactly_when_the_current_kernel_mode_reproduces_it_and_its_item_says_what_the_lab_saw() {
